@@ -1,0 +1,1 @@
+"""Model pieces: the taxonomy condition module, base-model presets, LoRA, text-embedding cache."""

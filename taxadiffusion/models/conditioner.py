@@ -1,0 +1,110 @@
+"""The taxonomy condition module (method.md §1.2, official ``models/taxonomy.py``).
+
+Each level's text ``"<level>: <name>"`` is embedded by the frozen text encoder (``[B, L, T, D]``); level
+``i`` has its own ``nn.TransformerEncoder`` (post-norm, ReLU, PyTorch defaults as the official code), and
+the outputs of levels ``0..cut_off`` are **summed** into the UNet's cross-attention context ``[B, T, D]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+SPECIES_KEY = "specific_epithet"  # the official code's key for the species level (method.md §1.2)
+
+
+@dataclass
+class ConditionerConfig:
+    levels: list
+    width: int  # = text encoder hidden size
+    num_layers: int = 2
+    num_heads: int = 8
+    ff_dim: int = 2048
+    dropout: float = 0.1
+
+
+class TaxonomyConditioner(nn.Module):
+    """One TransformerEncoder per taxonomic level; outputs of levels 0..cut_off are summed."""
+
+    def __init__(self, config: ConditionerConfig):
+        super().__init__()
+        self.config = config
+        self.encoders = nn.ModuleList(
+            nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(
+                    d_model=config.width,
+                    nhead=config.num_heads,
+                    dim_feedforward=config.ff_dim,
+                    dropout=config.dropout,
+                    batch_first=True,
+                ),
+                num_layers=config.num_layers,
+                enable_nested_tensor=False,
+            )
+            for _ in config.levels
+        )
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.encoders)
+
+    def forward(self, hidden: torch.Tensor, cut_off: int) -> torch.Tensor:
+        """``hidden``: ``[B, L, T, D]`` text-encoder states per level -> ``[B, T, D]``."""
+        cut_off = min(int(cut_off), self.num_levels - 1)
+        out = self.encoders[0](hidden[:, 0])
+        for i in range(1, cut_off + 1):
+            out = out + self.encoders[i](hidden[:, i])
+        return out
+
+    def save(self, directory: str | Path) -> None:
+        from ..io import atomic_path, write_json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(directory / "condition.safetensors") as tmp:
+            save_file(state, str(tmp))
+        write_json(directory / "condition_config.json", asdict(self.config))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TaxonomyConditioner":
+        directory = Path(directory)
+        config = ConditionerConfig(**json.loads((directory / "condition_config.json").read_text()))
+        module = cls(config)
+        module.load_state_dict(load_file(str(directory / "condition.safetensors")))
+        return module
+
+
+def level_key(level: str) -> str:
+    return SPECIES_KEY if level == "species" else level.lower()
+
+
+def level_text(level: str, name: str | None, lineage: dict | None = None) -> str:
+    """The per-level prompt ``"<level>: <name>"``; a missing name is the literal ``None`` (no null token).
+
+    Species uses the official key ``specific_epithet`` and the epithet alone when the name is a
+    binomial that starts with its genus ("Scorpaenopsis obtusa" -> "specific_epithet: obtusa").
+    """
+    if name is None or (isinstance(name, float)) or str(name).strip() == "":
+        return f"{level_key(level)}: None"
+    name = str(name)
+    if level == "species":
+        genus = (lineage or {}).get("genus")
+        parts = name.split(" ", 1)
+        if len(parts) == 2 and (genus is None or parts[0] == genus):
+            name = parts[1]
+    return f"{level_key(level)}: {name}"
+
+
+def lineage_texts(levels: list[str], lineage: dict, cut_off: int | None = None) -> list[str]:
+    """Texts for every level; levels below ``cut_off`` become ``None`` (method.md §3, generation loop)."""
+    texts = []
+    for i, level in enumerate(levels):
+        name = lineage.get(level) if (cut_off is None or i <= cut_off) else None
+        texts.append(level_text(level, name, lineage))
+    return texts
