@@ -1,0 +1,136 @@
+"""Sampling with TaxaGuide (method.md §3) or vanilla classifier-free guidance.
+
+TaxaGuide: the conditional branch is the lineage encoded up to the target level; the guidance ("negative")
+branch is the *same lineage* encoded with the level-0 module only. Update in the diffusers convention
+``out = out_neg + s * (out_cond - out_neg)`` (s = ``guidance_scale``; the paper's ``(1+w)`` form with
+s = 1 + w). Both branches go through the UNet in one batched call. Outside ``guidance_range`` (fraction of
+the steps, official ``range_guidance``) a single conditional pass is used.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+SAMPLERS = ("pndm", "ddpm", "ddim", "dpmsolver++")
+
+
+def make_scheduler(name: str, base_config: dict):
+    """A diffusers scheduler of kind ``name`` configured from the base model's own schedule."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+
+    from .errors import UserError
+
+    config = {k: v for k, v in base_config.items() if k != "_class_name"}
+    if name == "pndm":
+        return PNDMScheduler.from_config({**config, "skip_prk_steps": True})
+    if name == "ddpm":
+        return DDPMScheduler.from_config(config)
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "dpmsolver++":
+        return DPMSolverMultistepScheduler.from_config({**config, "algorithm_type": "dpmsolver++"})
+    raise UserError(f"generate.sampler={name!r}: expected one of {', '.join(SAMPLERS)}")
+
+
+def initial_noise(shape: Sequence[int], seeds: Sequence[int], device, dtype=torch.float32) -> torch.Tensor:
+    """Per-image noise from per-image seeds: an image's pixels do not depend on its batch."""
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in gens]).to(device=device, dtype=dtype)
+
+
+def guided_step_output(unet, latents, t, cond, neg, scale: float, guided: bool):
+    """One UNet evaluation with TaxaGuide/CFG; ``neg`` None or ``guided`` False -> conditional only."""
+    if neg is None or not guided:
+        return unet(latents, t, cond).sample
+    both = unet(torch.cat([latents, latents]), t, torch.cat([neg, cond])).sample
+    out_neg, out_cond = both.chunk(2)
+    return out_neg + scale * (out_cond - out_neg)
+
+
+@torch.no_grad()
+def sample(
+    unet,
+    scheduler,
+    cond: torch.Tensor,
+    neg: torch.Tensor | None,
+    seeds: Sequence[int],
+    latent_shape: Sequence[int],
+    num_inference_steps: int,
+    guidance_scale: float,
+    guidance_range: Sequence[float] = (0.0, 1.0),
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Denoise one batch; returns latents ``[B, *latent_shape]`` in float32.
+
+    ``cond``/``neg``: ``[B, T, D]`` contexts. Stochastic samplers (ddpm) draw their per-step noise from
+    per-image generators seeded from ``seeds``, so results do not depend on batch composition.
+    """
+    device = cond.device
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    latents = initial_noise(latent_shape, seeds, device) * scheduler.init_noise_sigma
+    gens = [torch.Generator(device="cpu").manual_seed(int(s) + 1) for s in seeds]
+    lo, hi = guidance_range
+    timesteps = scheduler.timesteps
+    n = len(timesteps)
+    cond = cond.to(dtype)
+    neg = neg.to(dtype) if neg is not None else None
+    for i, t in enumerate(timesteps):
+        guided = lo * n <= i <= hi * n
+        model_in = scheduler.scale_model_input(latents, t).to(dtype)
+        out = guided_step_output(unet, model_in, t, cond, neg, guidance_scale, guided).float()
+        kwargs = {"generator": gens} if _takes_generator(scheduler) else {}
+        latents = scheduler.step(out, t, latents, **kwargs).prev_sample
+    return latents
+
+
+def _takes_generator(scheduler) -> bool:
+    import inspect
+
+    return "generator" in inspect.signature(scheduler.step).parameters
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float ``[B, 3, H, W]`` -> uint8 ``[B, H, W, 3]`` on CPU."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
+def grid(images_uint8: torch.Tensor, rows: int):
+    """uint8 ``[N, H, W, 3]`` -> a PIL grid with ``rows`` rows."""
+    from PIL import Image
+
+    n, h, w, _ = images_uint8.shape
+    cols = (n + rows - 1) // rows
+    canvas = torch.full((rows * h, cols * w, 3), 255, dtype=torch.uint8)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = images_uint8[k]
+    return Image.fromarray(canvas.numpy())
+
+
+@torch.no_grad()
+def sample_captions_grid(base_dir, out_png, device="cpu", captions=None, per_caption=6, steps=50, scale=3.0):
+    """Preview of the pretrained tiny base: rows = captions, CFG against the empty caption."""
+    from .config import ModelConfig
+    from .models.base import load_base
+    from .models.text_cache import TextEmbeddingCache
+
+    base = load_base(ModelConfig(preset="tiny", pretrained=str(base_dir)), device=device)
+    captions = captions or [
+        "a long red striped animal with a forked tail",
+        "a round blue spotted animal with a fan tail",
+        "a tall yellow plain animal with a pointed tail",
+        "a slender green banded animal",
+        "",
+    ]
+    cache = TextEmbeddingCache(base.text_encoder, base.tokenizer, device=device)
+    texts = [c for c in captions for _ in range(per_caption)]
+    cond = cache(texts)
+    neg = cache([""] * len(texts))
+    sched = make_scheduler("ddim", base.scheduler_config)
+    shape = (base.unet.config.in_channels, base.unet.config.sample_size, base.unet.config.sample_size)
+    lat = sample(base.unet, sched, cond, neg, list(range(len(texts))), shape, steps, scale)
+    img = to_uint8(base.decode_latents(lat))
+    grid(img, rows=len(captions)).resize((per_caption * 64, len(captions) * 64), 0).save(out_png)
+    return out_png

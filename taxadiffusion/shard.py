@@ -1,0 +1,178 @@
+"""``shard``: ``data/prepared/table.parquet`` -> WebDataset tar shards (docs/architecture.md).
+
+``data/shards/{train,test}/shard-%06d.tar`` hold the samples of each split in table order:
+``__key__`` = ``%09d`` of the table row index, ``png`` = the preprocessed RGB image at
+``dataset.resolution`` (see :mod:`taxadiffusion.images`), ``json`` = ``{"lineage", "row", "path"}``.
+Tar members carry a fixed mtime/owner, so two runs give byte-identical shards. Each shard is
+written under a temporary name and renamed when complete; ``index.json`` is written last.
+
+Readers for training / evaluation: :func:`iter_shard_samples` and :func:`load_split_arrays`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import webdataset as wds
+from tqdm.auto import tqdm
+
+from . import io as tio
+from .config import Params
+from .errors import UserError
+from .images import PREPROCESS_MODES, encode_png, load_preprocessed
+from .readers import BBOX_COLUMNS
+
+SPLITS = ("train", "test")
+SHARD_PATTERN = "shard-%06d.tar"
+_BATCH = 64  # images preprocessed concurrently before being written in order
+
+
+def _tar_writer(path: Path) -> wds.TarWriter:
+    # Fixed mtime / owner: identical inputs give identical bytes (webdataset stamps time.time() otherwise).
+    return wds.TarWriter(str(path), encoder=False, mtime=0.0, user="taxadiffusion", group="taxadiffusion")
+
+
+def _load_table(prepared: Path, levels: list[str]) -> pd.DataFrame:
+    path = prepared / "table.parquet"
+    if not path.is_file():
+        raise UserError(f"{path}: not found (run the prepare stage first)")
+    table = pd.read_parquet(path)
+    missing = [c for c in ["path", "split", "row", *levels] if c not in table.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing} for params.levels {levels} (rerun the prepare stage)")
+    return table
+
+
+def _sample_meta(rec: dict, levels: list[str]) -> bytes:
+    meta = {"lineage": {lv: rec[lv] for lv in levels}, "row": int(rec["row"]), "path": rec["path"]}
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+def _make_sample(args) -> dict:
+    idx, rec, root, mode, resolution, levels, has_bbox = args
+    bbox = None
+    if has_bbox and not any(pd.isna(rec[c]) for c in BBOX_COLUMNS):
+        bbox = tuple(float(rec[c]) for c in BBOX_COLUMNS)
+    try:
+        img = load_preprocessed(root / rec["path"], mode, resolution, bbox)
+    except Exception as exc:  # any decode/IO failure is reported as one line naming the row
+        raise UserError(
+            f"{root / rec['path']}: table row {idx} (annotation row {rec['row']}): cannot preprocess image "
+            f"({type(exc).__name__}: {str(exc)[:120]}); rerun prepare with prepare.check_images: decode"
+        ) from None
+    return {"__key__": f"{idx:09d}", "png": encode_png(img), "json": _sample_meta(rec, levels)}
+
+
+def _write_split(rows: pd.DataFrame, split_dir: Path, split: str, per_shard: int, ctx: tuple,
+                 pool: ThreadPoolExecutor, show_progress: bool) -> list[str]:
+    root, mode, resolution, levels, has_bbox = ctx
+    split_dir.mkdir(parents=True, exist_ok=True)
+    records = rows.to_dict("records")
+    indices = rows.index.tolist()
+    names: list[str] = []
+    bar = tqdm(total=len(records), desc=f"shard: {split}", unit="img", disable=not show_progress)
+    for shard_no, start in enumerate(range(0, len(records), per_shard)):
+        name = SHARD_PATTERN % shard_no
+        with tio.atomic_path(split_dir / name) as tmp:
+            writer = _tar_writer(tmp)
+            try:
+                stop = min(start + per_shard, len(records))
+                for b in range(start, stop, _BATCH):
+                    jobs = [(indices[i], records[i], root, mode, resolution, levels, has_bbox)
+                            for i in range(b, min(b + _BATCH, stop))]
+                    for sample in pool.map(_make_sample, jobs):  # map keeps table order
+                        writer.write(sample)
+                    bar.update(len(jobs))
+            finally:
+                writer.close()
+        names.append(f"{split}/{name}")
+    bar.close()
+    # Shards left from an earlier, larger run would otherwise sit next to the new ones.
+    keep = {Path(n).name for n in names}
+    for old in split_dir.glob("shard-*.tar"):
+        if old.name not in keep:
+            old.unlink()
+    return names
+
+
+def write_shards(params: Params, prepared: str | Path = "data/prepared", out: str | Path = "data/shards",
+                 show_progress: bool = True) -> dict:
+    """Write the train/test shards and ``index.json``; returns the index."""
+    cfg = params.dataset
+    levels = params.level_names
+    if cfg.preprocess not in PREPROCESS_MODES:
+        raise UserError(f"params.yaml: dataset.preprocess must be one of {list(PREPROCESS_MODES)}, got {cfg.preprocess!r}")
+    if not isinstance(cfg.resolution, int) or cfg.resolution < 1:
+        raise UserError(f"params.yaml: dataset.resolution must be a positive integer, got {cfg.resolution!r}")
+    per_shard = params.shard.samples_per_shard
+    if not isinstance(per_shard, int) or per_shard < 1:
+        raise UserError(f"params.yaml: shard.samples_per_shard must be a positive integer, got {per_shard!r}")
+    prepared, out, root = Path(prepared), Path(out), Path(cfg.images)
+    table = _load_table(prepared, levels)
+    bad_split = sorted(set(table["split"].dropna().unique()) - set(SPLITS))
+    if bad_split:
+        raise UserError(f"{prepared / 'table.parquet'}: unknown split value(s) {bad_split} (rerun the prepare stage)")
+    has_bbox = set(BBOX_COLUMNS) <= set(table.columns)
+    ctx = (root, cfg.preprocess, cfg.resolution, levels, has_bbox)
+
+    index = {"levels": levels, "resolution": cfg.resolution, "preprocess": cfg.preprocess,
+             "samples_per_shard": per_shard}
+    # Decode / resize / PNG-encode release the GIL for most of their time, so threads scale on cores.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        for split in SPLITS:
+            rows = table[table["split"] == split]
+            names = _write_split(rows, out / split, split, per_shard, ctx, pool, show_progress)
+            index[split] = {"shards": names, "count": int(len(rows))}
+    tio.write_json(out / "index.json", index)
+    return index
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading shards back
+
+
+def read_index(shard_dir: str | Path) -> dict:
+    path = Path(shard_dir) / "index.json"
+    if not path.is_file():
+        raise UserError(f"{path}: not found (run the shard stage first)")
+    return tio.read_json(path)
+
+
+def shard_urls(shard_dir: str | Path, split: str) -> list[str]:
+    """Absolute shard paths of ``split`` in order (``index.json`` names are relative to ``shard_dir``)."""
+    index = read_index(shard_dir)
+    if split not in index:
+        raise UserError(f"{Path(shard_dir) / 'index.json'}: no split {split!r} (have {[s for s in SPLITS if s in index]})")
+    return [str(Path(shard_dir) / name) for name in index[split]["shards"]]
+
+
+def iter_shard_samples(shard_dir: str | Path, split: str, as_array: bool = False) -> Iterator[tuple[str, object, dict]]:
+    """Yield ``(key, image, meta)`` in shard order; image is a PIL RGB image, or ``uint8 [H, W, 3]``."""
+    urls = shard_urls(shard_dir, split)
+    if not urls:
+        return
+    # nodesplitter=None: every caller (e.g. each DDP rank) sees the whole split; callers shard it themselves.
+    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
+    for sample in ds.decode("rgb8" if as_array else "pil"):
+        img = sample["png"]
+        if not as_array and img.mode != "RGB":
+            img = img.convert("RGB")
+        yield sample["__key__"], img, sample["json"]
+
+
+def load_split_arrays(shard_dir: str | Path, split: str) -> tuple[np.ndarray, list[dict]]:
+    """A whole split in memory (small datasets): ``uint8 [N, H, W, 3]`` and the lineage dict of each image."""
+    images, lineages = [], []
+    for _key, img, meta in iter_shard_samples(shard_dir, split, as_array=True):
+        images.append(np.asarray(img, dtype=np.uint8))
+        lineages.append(meta["lineage"])
+    if not images:
+        res = int(read_index(shard_dir).get("resolution", 0))
+        return np.zeros((0, res, res, 3), dtype=np.uint8), []
+    return np.stack(images), lineages

@@ -1,0 +1,252 @@
+"""``shard``: preprocessing modes, deterministic tar shards written under temp names, and the readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from taxadiffusion import images as I
+from taxadiffusion.config import params_from_dict
+from taxadiffusion.errors import UserError
+from taxadiffusion.prepare import prepare
+from taxadiffusion.shard import iter_shard_samples, load_split_arrays, write_shards
+
+REPO = Path(__file__).resolve().parents[1]
+RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
+
+
+def _close(a, b, tol=12) -> bool:
+    return bool(np.all(np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)) <= tol))
+
+
+# ---------------------------------------------------------------------------------------------- preprocessing
+
+
+def _three_bands(w=60, h=20) -> Image.Image:
+    """Green | red | blue vertical bands of equal width."""
+    a = np.zeros((h, w, 3), dtype=np.uint8)
+    a[:, : w // 3] = GREEN
+    a[:, w // 3: 2 * w // 3] = RED
+    a[:, 2 * w // 3:] = BLUE
+    return Image.fromarray(a)
+
+
+def test_center_crop_keeps_the_middle_square():
+    out = np.asarray(I.preprocess(_three_bands(), "center_crop", 16))
+    assert out.shape == (16, 16, 3)
+    assert _close(out[:, 2:-2], RED)
+
+
+def test_resize_is_non_uniform_and_keeps_everything():
+    out = np.asarray(I.preprocess(_three_bands(), "resize", 12))
+    assert out.shape == (12, 12, 3)
+    assert _close(out[:, 0], GREEN) and _close(out[:, 6], RED) and _close(out[:, -1], BLUE)
+
+
+def test_pad_white_gives_white_borders():
+    tall = Image.new("RGB", (20, 40), RED)
+    out = np.asarray(I.preprocess(tall, "pad_white", 16))
+    assert _close(out[:, :3], WHITE, 2) and _close(out[:, -3:], WHITE, 2)  # left/right: padding
+    assert _close(out[:, 6:10], RED)
+    wide = np.asarray(I.preprocess(Image.new("RGB", (40, 20), RED), "pad_white", 16))
+    assert _close(wide[:3], WHITE, 2) and _close(wide[-3:], WHITE, 2)  # top/bottom
+
+
+def test_bbox_crop_comes_first():
+    a = np.full((30, 40, 3), BLUE, dtype=np.uint8)
+    a[4:20, 8:32] = RED  # bbox x=8 y=4 w=24 h=16
+    out = np.asarray(I.preprocess(Image.fromarray(a), "resize", 8, bbox=(8, 4, 24, 16)))
+    assert _close(out, RED)
+    with pytest.raises(ValueError, match="outside"):
+        I.preprocess(Image.fromarray(a), "resize", 8, bbox=(100, 100, 5, 5))
+
+
+def test_transparent_pixels_become_white():
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    assert _close(np.asarray(I.preprocess(rgba, "resize", 4)), WHITE, 0)
+
+
+def test_jpeg_draft_decode_matches_full_decode(tmp_path):
+    yy, xx = np.mgrid[0:600, 0:800]
+    a = np.stack([xx * 255 // 800, yy * 255 // 600, np.full_like(xx, 90)], -1).astype(np.uint8)
+    a[200:300, 400:560] = RED  # bbox x=400 y=200 w=160 h=100
+    Image.fromarray(a).save(tmp_path / "big.jpg", quality=95)
+    for mode, bbox in [("center_crop", None), ("pad_white", None), ("resize", (400, 200, 160, 100))]:
+        fast = np.asarray(I.load_preprocessed(tmp_path / "big.jpg", mode, 32, bbox), dtype=int)
+        with Image.open(tmp_path / "big.jpg") as im:
+            full = np.asarray(I.preprocess(im.convert("RGB"), mode, 32, bbox), dtype=int)
+        assert fast.shape == (32, 32, 3)
+        assert np.abs(fast - full).mean() < 3, mode
+    assert _close(np.asarray(I.load_preprocessed(tmp_path / "big.jpg", "resize", 16, (400, 200, 160, 100)))[2:-2, 2:-2],
+                  RED, 40)
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    a = np.zeros((20, 40, 3), dtype=np.uint8)
+    a[:, :20] = RED
+    a[:, 20:] = BLUE
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed
+    Image.fromarray(a).save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "rot.jpg") as im:
+        assert I.oriented_size(im) == (20, 40)
+    out = np.asarray(I.load_preprocessed(tmp_path / "rot.jpg", "resize", 8))
+    assert _close(out[1], RED, 40) and _close(out[-2], BLUE, 40)  # left half is now on top
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+
+def _dataset(tmp_path: Path, n_per_species=(1, 3, 5)) -> dict:
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    lines = ["image,class,order,family,genus,species"]
+    for s, n in enumerate(n_per_species):
+        for i in range(n):
+            path = root / f"sp{s}" / f"{i}.{'jpg' if i % 2 else 'png'}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            size = (int(rng.integers(20, 60)), int(rng.integers(20, 60)))
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+            lines.append(f"sp{s}/{path.name},Insecta,Order{s % 2},Fam{s},Gen{s},Gen{s} ep{s}")
+    (tmp_path / "ann.csv").write_text("\n".join(lines) + "\n")
+    return {"name": "table", "metadata": str(tmp_path / "ann.csv"), "images": str(root), "resolution": 16}
+
+
+def _prepared(tmp_path: Path, per_shard=2, **dataset):
+    params = params_from_dict({"dataset": {**_dataset(tmp_path), **dataset}, "shard": {"samples_per_shard": per_shard},
+                               "prepare": {"check_images": "decode"}})
+    prepare(params, out=tmp_path / "prepared", show_progress=False)
+    return params
+
+
+def _members(tar_path: Path) -> list[str]:
+    with tarfile.open(tar_path) as tf:
+        return tf.getnames()
+
+
+def test_shards_follow_the_contract_and_are_byte_identical(tmp_path):
+    params = _prepared(tmp_path)
+    a = write_shards(params, tmp_path / "prepared", tmp_path / "a", show_progress=False)
+    b = write_shards(params, tmp_path / "prepared", tmp_path / "b", show_progress=False)
+    assert a == b == json.loads((tmp_path / "a" / "index.json").read_text())
+    assert a["levels"] == ["class", "order", "family", "genus", "species"] and a["resolution"] == 16
+    assert a["train"]["count"] + a["test"]["count"] == 9
+    assert a["test"]["count"] == 0 + 1 + 1  # round(n * 0.2) clipped to [1, n - 1]; the single image stays in train
+    assert a["train"]["shards"] == ["train/shard-000000.tar", "train/shard-000001.tar", "train/shard-000002.tar",
+                                    "train/shard-000003.tar"]
+    for split in ("train", "test"):
+        for name in a[split]["shards"]:
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    with tarfile.open(tmp_path / "a" / "train" / "shard-000000.tar") as tf:
+        assert {(m.mtime, m.uname) for m in tf.getmembers()} == {(0, "taxadiffusion")}  # no wall-clock stamps
+    names = _members(tmp_path / "a" / "train" / "shard-000000.tar")
+    assert len(names) == 4 and names[0].endswith(".json") and names[1].endswith(".png")
+    assert all(len(n.split(".")[0]) == 9 for n in names)
+    assert not [p for p in (tmp_path / "a").rglob("*") if p.name.startswith(".tmp")]
+
+
+def test_each_shard_is_written_under_a_temp_name_then_renamed(tmp_path, monkeypatch):
+    params = _prepared(tmp_path)
+    renames = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        if str(dst).endswith(".tar"):
+            assert Path(src).name.startswith(".tmp-") and Path(src).stat().st_size > 0
+            assert not Path(dst).exists()  # nothing under the final name until it is complete
+            renames.append(Path(dst).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    index = write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    assert len(renames) == len(index["train"]["shards"]) + len(index["test"]["shards"])
+
+
+def test_readers_return_table_order_images_and_lineages(tmp_path):
+    import pandas as pd
+
+    params = _prepared(tmp_path, per_shard=3)
+    write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    table = pd.read_parquet(tmp_path / "prepared" / "table.parquet")
+    train = table[table["split"] == "train"]
+    samples = list(iter_shard_samples(tmp_path / "out", "train"))
+    assert [k for k, _, _ in samples] == [f"{i:09d}" for i in train.index]
+    key, img, meta = samples[0]
+    assert img.mode == "RGB" and img.size == (16, 16)
+    first = train.iloc[0]
+    assert meta == {"lineage": {lv: first[lv] for lv in ["class", "order", "family", "genus", "species"]},
+                    "row": int(first["row"]), "path": first["path"]}
+    # the PNG is lossless: the stored pixels equal a fresh preprocessing of the source image
+    fresh = I.load_preprocessed(Path(params.dataset.images) / first["path"], "center_crop", 16)
+    assert np.array_equal(np.asarray(img), np.asarray(fresh))
+    arrays, lineages = load_split_arrays(tmp_path / "out", "test")
+    assert arrays.shape == (2, 16, 16, 3) and arrays.dtype == np.uint8
+    assert [lin["species"] for lin in lineages] == table.loc[table["split"] == "test", "species"].tolist()
+
+
+def test_stale_shards_of_a_bigger_run_are_removed(tmp_path):
+    params = _prepared(tmp_path, per_shard=1)
+    write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    assert len(list((tmp_path / "out" / "train").glob("shard-*.tar"))) == 7
+    params.shard.samples_per_shard = 100
+    write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    assert [p.name for p in (tmp_path / "out" / "train").glob("shard-*.tar")] == ["shard-000000.tar"]
+
+
+def test_pad_white_through_the_stage_function(tmp_path):
+    root = tmp_path / "img"
+    root.mkdir()
+    Image.new("RGB", (60, 20), RED).save(root / "a.jpg", quality=95)
+    Image.new("RGB", (60, 20), RED).save(root / "b.jpg", quality=95)
+    (tmp_path / "ann.csv").write_text("image,class,order,family,genus,species\n"
+                                      "a.jpg,C,O,F,G,G s\nb.jpg,C,O,F,G,G s\n")
+    params = params_from_dict({"dataset": {"name": "table", "metadata": str(tmp_path / "ann.csv"), "images": str(root),
+                                           "resolution": 24, "preprocess": "pad_white"}})
+    prepare(params, out=tmp_path / "prepared", show_progress=False)
+    write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    arrays, _ = load_split_arrays(tmp_path / "out", "train")
+    assert _close(arrays[0, :4], WHITE, 3) and _close(arrays[0, -4:], WHITE, 3)
+    assert _close(arrays[0, 11:13], RED, 30)
+
+
+def test_image_gone_after_prepare_is_a_one_line_error(tmp_path):
+    params = _prepared(tmp_path)
+    (Path(params.dataset.images) / "sp1" / "1.jpg").unlink()
+    with pytest.raises(UserError, match=r"sp1/1.jpg: table row \d+ \(annotation row 3\): cannot preprocess image"):
+        write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    assert not list((tmp_path / "out").rglob("*.tar"))  # the shard in progress was not left under its final name
+
+
+def test_bad_preprocess_param_and_missing_table(tmp_path):
+    params = params_from_dict({"dataset": {"preprocess": "squash"}})
+    with pytest.raises(UserError, match="dataset.preprocess must be one of"):
+        write_shards(params, tmp_path, tmp_path / "out")
+    with pytest.raises(UserError, match=r"table.parquet: not found \(run the prepare stage first\)"):
+        write_shards(params_from_dict({}), tmp_path, tmp_path / "out")
+
+
+def test_stage_script_end_to_end_and_one_line_error(tmp_path):
+    dataset = _dataset(tmp_path)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"dataset": dataset, "shard": {"samples_per_shard": 4}}))
+    run = lambda script, *extra: subprocess.run(  # noqa: E731
+        [sys.executable, str(REPO / "stages" / script), "--params", str(params_file), *extra],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    missing = run("shard.py", "--prepared", str(tmp_path / "nowhere"), "--out", str(tmp_path / "shards"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "nowhere/table.parquet" in lines[0]
+    assert run("prepare.py", "--out", str(tmp_path / "prepared")).returncode == 0
+    done = run("shard.py", "--prepared", str(tmp_path / "prepared"), "--out", str(tmp_path / "shards"))
+    assert done.returncode == 0, done.stderr
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    assert index["train"]["count"] == 7 and len(index["train"]["shards"]) == 2
