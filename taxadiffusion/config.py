@@ -29,7 +29,8 @@ class DatasetConfig:
     resolution: int = 32  # training resolution (square)
     # Name synonyms per level, e.g. {"class": {"Actinopterygii": "Actinopteri"}} (FishNet).
     synonyms: dict = field(default_factory=dict)
-    # `table` reader: column map {level or "image" or "bbox": column name}.
+    # Column map {level | "image" | "bbox_x" | "bbox_y" | "bbox_w" | "bbox_h": column}; for `table` it is the
+    # whole map, for fishnet/bioscan1m it overrides single columns (e.g. {order: NewOrder}).
     columns: dict = field(default_factory=dict)
     bbox_json: Optional[str] = None  # FishNet: {image_id: {x, y, w, h}} crops
     preprocess: str = "center_crop"  # center_crop | resize | pad_white (BIOSCAN)
@@ -162,12 +163,6 @@ class Params:
     @property
     def level_names(self) -> list[str]:
         return list(self.levels.keys())
-
-    def level_overrides(self, level: str) -> dict:
-        """Per-level training overrides from ``levels.<level>`` (e.g. ``steps``, ``lr``)."""
-        item = dict(self.levels.get(level) or {})
-        item.pop("parent", None)
-        return item
 
 
 def _build(cls, data: Any, where: str):

@@ -150,3 +150,45 @@ def verify_tiny(folder: str | Path) -> dict:
         if actual.get(name) != digest:
             raise UserError(f"{folder / name}: sha256 does not match {manifest_path} (file changed or missing)")
     return manifest
+
+
+def prepare_base(cfg: ModelConfig, out_dir: str | Path, shards: str | Path | None = None,
+                 latents_dir: str | Path | None = None, device: str = "cpu") -> dict:
+    """The `base` stage: resolve and check the base model; for sd15 optionally cache VAE latents.
+
+    tiny: verifies the shipped weights against ``assets/tiny-base/manifest.json`` (hash + recipe).
+    sd15: loads every component once (a missing model is a one-line error naming ``model.pretrained``)
+    and, with ``model.cache_latents``, encodes the training images once into ``<latents_dir>/train.pt``
+    so training never re-encodes them.
+    """
+    from ..io import write_json
+
+    info: dict = {"preset": cfg.preset, "pretrained": cfg.pretrained, "revision": cfg.revision}
+    if cfg.preset == "tiny":
+        manifest = verify_tiny(cfg.pretrained)
+        info["files"] = manifest["files"]
+        info["recipe"] = manifest.get("recipe")
+    base = load_base(cfg, device=device)
+    info.update(
+        resolution=base.resolution,
+        latent_shape=[int(base.unet.config.in_channels), int(base.unet.config.sample_size), int(base.unet.config.sample_size)],
+        prediction_type=base.prediction_type,
+        text_hidden=base.text_hidden,
+        text_max_length=int(base.tokenizer.model_max_length),
+        unet_parameters=sum(p.numel() for p in base.unet.parameters()),
+    )
+    if cfg.preset == "sd15" and cfg.cache_latents and shards is not None and latents_dir is not None:
+        import torch as _torch
+
+        from ..io import atomic_path
+        from ..shard import load_split_arrays
+        from ..training import encode_all
+
+        images, lineages = load_split_arrays(shards, "train")
+        latents = encode_all(base, images).half()
+        Path(latents_dir).mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(latents_dir) / "train.pt") as tmp:
+            _torch.save({"latents": latents, "lineages": lineages}, tmp)
+        info["cached_latents"] = int(len(latents))
+    write_json(Path(out_dir) / "base.json", info)
+    return info
