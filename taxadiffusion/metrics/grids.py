@@ -1,0 +1,67 @@
+"""Sample grids: per class, one row per species, generated images (left) next to real ones (right)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..io import atomic_path
+from .cache import safe_name
+from .data import ImageSet
+
+LABEL_W = 150
+HEADER_H = 16
+GAP = 10  # between the generated and the real block
+PAD = 2  # between tiles
+
+
+def _tile_size(size: tuple[int, int]) -> int:
+    """Small images are enlarged by an integer factor (nearest: pixels stay honest), large ones shrunk to 128."""
+    w = size[0]
+    return w * max(1, 64 // w) if w < 64 else min(w, 128)
+
+
+def _tiles(images: np.ndarray, tile: int) -> list[Image.Image]:
+    out = []
+    for a in images:
+        img = Image.fromarray(a)
+        resample = Image.NEAREST if tile >= img.width else Image.LANCZOS
+        out.append(img.resize((tile, tile), resample))
+    return out
+
+
+def make_grid(rows: list[tuple[str, np.ndarray, np.ndarray]], size: tuple[int, int], per_row: int = 4) -> Image.Image:
+    tile = _tile_size(size)
+    step = tile + PAD
+    font = ImageFont.load_default()
+    width = LABEL_W + 2 * per_row * step + GAP
+    height = HEADER_H + len(rows) * step
+    canvas = Image.new("RGB", (width, max(height, HEADER_H + 1)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((LABEL_W + 2, 2), "generated", fill="black", font=font)
+    draw.text((LABEL_W + per_row * step + GAP + 2, 2), "real", fill="black", font=font)
+    for r, (label, gen, real) in enumerate(rows):
+        y = HEADER_H + r * step
+        draw.text((4, y + tile // 2 - 6), label[:24], fill="black", font=font)
+        for k, t in enumerate(_tiles(gen, tile)):
+            canvas.paste(t, (LABEL_W + k * step, y))
+        for k, t in enumerate(_tiles(real, tile)):
+            canvas.paste(t, (LABEL_W + per_row * step + GAP + k * step, y))
+    return canvas
+
+
+def write_grids(picks: dict[str, list], gen: ImageSet, real: ImageSet, size: tuple[int, int], out_dir: str | Path) -> None:
+    """``picks``: class -> [(species, [gen idx], [real idx])] (see ``evaluate._grid_picks``)."""
+    out_dir = Path(out_dir)
+    written = set()
+    for cls, rows in picks.items():
+        decoded = [(sp, gen.decode(g, size), real.decode(r, size)) for sp, g, r in rows]
+        path = out_dir / f"{safe_name(cls)}.png"
+        with atomic_path(path) as tmp:
+            make_grid(decoded, size).save(tmp, format="PNG")
+        written.add(path.name)
+    for stale in out_dir.glob("*.png"):  # grids of classes no longer generated would mislead the report
+        if stale.name not in written:
+            stale.unlink()

@@ -1,0 +1,116 @@
+"""LPIPS between real and generated images of one class (fidelity, lower = closer).
+
+Protocol from the co-author's evaluation script (method.md §5 [EVAL:lpips.py]): real image i is paired with
+generated image i within the class, min(n_real, n_gen) pairs, mean over pairs. Both lists are in a sorted,
+deterministic order (real: shard key; generated: manifest path). Images are compared at the generation
+resolution (real images resized to it). Net: ``evaluate.lpips_net`` (vgg as in [EVAL], or alex), LPIPS v0.1
+from the ``lpips`` package; its linear heads ship in the wheel, the torchvision trunk comes from the torch.hub
+cache (downloaded on first use) or from ``evaluate.lpips_weights`` (a torchvision state_dict file).
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib.metadata import version
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .backbones import LOAD_ERRORS, default_device, file_digest, missing_weights, one_line, resolve_weights
+
+NETS = ("vgg", "alex")
+# AlexNet's pooling stack needs ~31 px; images below this size (the 32 px tiny preset, 16 px tests) are
+# upsampled (bilinear) for LPIPS only. At 512 px (SD1.5) nothing changes.
+MIN_SIZE = 64
+PAIRING = "real_i vs generated_i within the class (sorted order), min(n_real, n_gen) pairs"
+
+
+def torchvision_url(net: str) -> str:
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
+
+    return {"vgg": VGG16_Weights.IMAGENET1K_V1, "alex": AlexNet_Weights.IMAGENET1K_V1}[net].url
+
+
+def pair_count(n_real: int, n_gen: int) -> int:
+    """The pairing rule: image i with image i, as many pairs as the smaller side has images."""
+    return min(n_real, n_gen)
+
+
+class LPIPSMetric:
+    def __init__(self, net: str = "vgg", weights: Optional[str] = None, param: str = "evaluate.lpips_weights"):
+        import lpips
+
+        if net not in NETS:
+            raise UserError(f"evaluate.lpips_net: '{net}' is not one of {list(NETS)}")
+        url = torchvision_url(net)
+        path = resolve_weights(param, weights, f"torchvision {net} weights", url)
+        with warnings.catch_warnings():  # torchvision's "pretrained is deprecated" inside lpips
+            warnings.simplefilter("ignore")
+            if path is None:  # online, not cached: lpips/torchvision download as usual
+                try:
+                    self.model = lpips.LPIPS(net=net, pretrained=True, verbose=False)
+                except LOAD_ERRORS as exc:
+                    raise missing_weights(param, f"torchvision {net} weights", url, f"download failed: {one_line(exc)}") from None
+                path = url
+            else:  # the real lpips model with a random trunk, then the trunk's torchvision weights from the file
+                self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+                self._load_trunk(path, param)
+        self.device = default_device()
+        self.model.eval().requires_grad_(False).to(self.device)
+        self.net = net
+        self.name = net
+        self.cache_id = f"lpips|{net}|{file_digest(path) if not path.startswith('http') else path}"
+        self.info = {
+            "metric": "LPIPS",
+            "impl": f"lpips {version('lpips')} LPIPS v0.1, net={net}",
+            "kind": "fidelity: generated vs real of the same class (lower = closer)",
+            "pairing": PAIRING,
+            "resolution": f"generation resolution (smaller than {MIN_SIZE} px: upsampled bilinearly to {MIN_SIZE})",
+            "weights": path,
+        }
+
+    def _load_trunk(self, path: str, param: str) -> None:
+        """Copy torchvision ``features.<i>.*`` tensors into lpips' ``net.slice<k>.<i>.*`` (same module objects)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except LOAD_ERRORS as exc:
+            raise UserError(f"{param}: cannot read {path} ({one_line(exc)})") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        target = {}
+        for key in self.model.net.state_dict():
+            _slice, index, leaf = key.split(".", 2)
+            target[key] = f"features.{index}.{leaf}"
+        missing = [src for src in target.values() if src not in state]
+        if missing:
+            raise UserError(f"{param}: {path} is not a torchvision {self.model.pnet_type} state_dict (no '{missing[0]}')")
+        try:
+            self.model.net.load_state_dict({k: state[src] for k, src in target.items()})
+        except RuntimeError as exc:
+            raise UserError(f"{param}: {path} does not fit torchvision {self.model.pnet_type} ({one_line(exc)})") from None
+
+    @torch.no_grad()
+    def paired(self, real: np.ndarray, gen: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Per-pair LPIPS of uint8 ``[N, H, W, 3]`` images; ``real`` is resized to ``gen``'s size if needed."""
+        n = pair_count(len(real), len(gen))
+        out = []
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            a = _to_unit(real[start:stop]).to(self.device)
+            b = _to_unit(gen[start:stop]).to(self.device)
+            if a.shape[-2:] != b.shape[-2:]:
+                a = F.interpolate(a, size=b.shape[-2:], mode="bilinear", antialias=True).clamp(-1, 1)
+            if min(b.shape[-2:]) < MIN_SIZE:
+                size = [max(MIN_SIZE, s) for s in b.shape[-2:]]
+                a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+                b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+            out.append(self.model(a, b).flatten().double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def _to_unit(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1], the range lpips expects."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)

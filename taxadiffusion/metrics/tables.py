@@ -1,0 +1,133 @@
+"""Tables and plot data from ``summary.json``: Table S2 layout per class, a per-level table, bar-plot CSVs.
+
+Column names carry the backbone ("FID (inception)", "LPIPS (vgg)", "BioCLIP (bioclip-v1)", "FID (probe)").
+A FID over fewer than ``evaluate.min_images_for_fid`` images per side gets a † in the Markdown table (and
+``fid_small_sample`` in the CSV): FID is biased upwards and unstable with few samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import atomic_path, write_text
+
+DAGGER = "†"
+
+
+def _kinds(summary: dict) -> tuple[list[str], list[str], list[str]]:
+    """Backbone names by metric: Fréchet (inception before probe), LPIPS nets, BioCLIP models."""
+    info = summary["backbones"]
+    fid = [n for n in ("inception", "probe") if n in info]
+    lp = [n for n, v in info.items() if v.get("metric") == "LPIPS"]
+    bio = [n for n, v in info.items() if v.get("metric") == "BioCLIP score"]
+    return fid, lp, bio
+
+
+def class_table(summary: dict, levels: list[str]) -> pd.DataFrame:
+    fid, lp, bio = _kinds(summary)
+    rows = []
+    for cls, e in summary["per_class"].items():
+        ips = e["images_per_species"]
+        row = {
+            "Class name": cls,
+            "# generated images": e["n_generated"],
+            "# species": e["n_species"],
+            "images per species": ips if isinstance(ips, int) else f"{ips[0]}-{ips[1]}",
+            "# real images": e["n_real"],
+        }
+        row.update({f"FID ({n})": e[n]["fid"] for n in fid})
+        row.update({f"LPIPS ({n})": e[n]["lpips"] for n in lp})
+        row.update({f"BioCLIP ({n})": e[n]["score"] for n in bio})
+        row["1-cos (probe)"] = e["probe"]["dist"]
+        row.update({f"Acc {lv} (probe)": e["probe"]["acc"][lv] for lv in levels})
+        row["fid_small_sample"] = e["fid_small_sample"]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):  # Table S2 order: largest classes first
+        table = table.sort_values(["# generated images", "Class name"], ascending=[False, True], kind="stable")
+    return table.reset_index(drop=True)
+
+
+def level_table(summary: dict, levels: list[str]) -> pd.DataFrame:
+    fid, _, bio = _kinds(summary)
+    rows = []
+    for lv in levels:
+        e = summary["per_level"][lv]
+        row = {"Level": lv, "# taxa": e["n_taxa"], "# taxa with FID": e["probe"]["n_taxa_fid"]}
+        row.update({f"FID ({n}, mean over taxa)": e[n]["fid"] for n in fid})
+        row.update({f"BioCLIP ({n})": e[n]["score"] for n in bio})
+        row["Acc (probe)"] = e["probe"]["acc"]
+        row["Real test acc (probe)"] = summary["overall"]["probe"]["real_test_acc"].get(lv)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(col: str, value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, float):
+        key = col.lower()
+        digits = 4 if key.startswith(("lpips", "1-cos", "dist")) else 3 if key.startswith(("acc", "real test", "real_test")) else 2
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_markdown(table: pd.DataFrame, dagger_cols: tuple = (), flag: str = "fid_small_sample") -> str:
+    cols = [c for c in table.columns if c != flag]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in table.iterrows():
+        cells = []
+        for c in cols:
+            text = _fmt(c, row[c] if not pd.isna(row[c]) else None)
+            if c in dagger_cols and flag in table.columns and bool(row[flag]) and text != "–":
+                text += DAGGER
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    fid, lp, bio = _kinds(summary)
+    n_min = summary["data"]["min_images_for_fid"]
+    classes = class_table(summary, levels)
+    _write_csv(classes, out_dir / "class_metrics.csv")
+    note = (
+        f"\n{DAGGER} FID over fewer than {n_min} images on one side (evaluate.min_images_for_fid): biased and unstable.\n"
+        f"Real reference: real {summary['data']['real_split']} images of the same class. "
+        "Backbones and settings: summary.json `backbones`.\n"
+    )
+    write_text(out_dir / "class_metrics.md", to_markdown(classes, tuple(c for c in classes.columns if c.startswith("FID"))) + note)
+    levels_df = level_table(summary, levels)
+    _write_csv(levels_df, out_dir / "level_metrics.csv")
+    write_text(
+        out_dir / "level_metrics.md",
+        to_markdown(levels_df)
+        + "\nFID per taxon (lineage prefix at that level) with >= 2 images on both sides, averaged over taxa; "
+        "accuracy and BioCLIP over all generated images (BioCLIP prompt cut at that level).\n",
+    )
+    # Bar-plot data for `dvc plots` (template bar_horizontal: x = metric column, y = class).
+    plots = out_dir / "plots"
+    per = summary["per_class"]
+    names = list(classes["Class name"])
+    _write_csv(pd.DataFrame({"class": names, **{f"fid_{n}": [per[c][n]["fid"] for c in names] for n in fid}}),
+               plots / "class_fid.csv")
+    _write_csv(pd.DataFrame({"class": names, **{f"acc_{lv}_probe": [per[c]["probe"]["acc"][lv] for c in names] for lv in levels}}),
+               plots / "class_acc.csv")
+    _write_csv(pd.DataFrame({"class": names, "dist_probe": [per[c]["probe"]["dist"] for c in names]}), plots / "class_probe_dist.csv")
+    if lp:
+        _write_csv(pd.DataFrame({"class": names, **{f"lpips_{n}": [per[c][n]["lpips"] for c in names] for n in lp}}),
+                   plots / "class_lpips.csv")
+    if bio:
+        _write_csv(pd.DataFrame({"class": names, **{f"bioclip_{n}": [per[c][n]["score"] for c in names] for n in bio}}),
+                   plots / "class_bioclip.csv")
+    _write_csv(pd.DataFrame({"level": levels, "acc_probe": [summary["per_level"][lv]["probe"]["acc"] for lv in levels],
+                             **{f"fid_{n}": [summary["per_level"][lv][n]["fid"] for lv in levels] for n in fid}}),
+               plots / "level_metrics.csv")

@@ -1,0 +1,138 @@
+"""The `evaluate` stage end to end on tiny shards + fake generated images: outputs, small-sample flags, the
+real-feature cache, every backbone from local files, and the missing-weights error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from taxadiffusion.metrics.evaluate import evaluate
+from taxadiffusion.metrics.probe import fit_probe_on_shards
+from test_metrics_data import (LEVELS, make_params, run_stage, run_stage_here, write_generated, write_params_yaml,
+                               write_shards)
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    shards = write_shards(root)  # 6 train + 3 test images per species; Aves 3 species, Reptilia 2
+    gen = write_generated(root)  # 4 per species
+    fit_probe_on_shards(shards, root / "probe", LEVELS, make_params(root).probe)
+    return root, shards, gen, root / "probe"
+
+
+def test_evaluate_stage_cli(world, tmp_path):
+    root, shards, gen, probe = world
+    params = write_params_yaml(tmp_path, min_images_for_fid=7)  # Reptilia: 6 real test images -> flagged
+    out = tmp_path / "metrics"
+    proc = run_stage("evaluate.py", "--params", params, "--shards", shards, "--generated", gen, "--probe", probe,
+                     "--out", out, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["per_class"]) == {"Aves", "Reptilia"} and list(summary["backbones"]) == ["probe"]
+    aves, rept = summary["per_class"]["Aves"], summary["per_class"]["Reptilia"]
+    assert (aves["n_generated"], aves["n_species"], aves["images_per_species"], aves["n_real"]) == (12, 3, 4, 9)
+    assert aves["fid_small_sample"] is False and rept["fid_small_sample"] is True
+    assert aves["probe"]["fid"] >= 0 and aves["probe"]["pairs"] == 9 and aves["probe"]["acc"]["class"] == 1.0
+    assert summary["overall"]["probe"]["acc"]["class"] == 1.0 and summary["overall"]["probe"]["fid"] >= 0
+    assert summary["per_level"]["species"]["n_taxa"] == 5 and summary["per_level"]["species"]["probe"]["n_taxa_fid"] == 5
+
+    table = pd.read_csv(out / "class_metrics.csv")
+    assert list(table["Class name"]) == ["Aves", "Reptilia"]  # Table S2 order: most generated first
+    for col in ["# generated images", "# species", "images per species", "FID (probe)", "1-cos (probe)",
+                *(f"Acc {lv} (probe)" for lv in LEVELS)]:
+        assert col in table.columns, col
+    md = (out / "class_metrics.md").read_text().splitlines()
+    aves_row = next(r for r in md if r.startswith("| Aves"))
+    rept_row = next(r for r in md if r.startswith("| Reptilia"))
+    assert "†" in rept_row and "†" not in aves_row
+    assert pd.read_csv(out / "level_metrics.csv")["Level"].tolist() == LEVELS
+    assert "| species |" in (out / "level_metrics.md").read_text()
+    assert pd.read_csv(out / "plots" / "class_fid.csv").columns.tolist() == ["class", "fid_probe"]
+    assert {p.name for p in (out / "plots" / "grids").glob("*.png")} == {"Aves.png", "Reptilia.png"}
+
+
+def test_second_run_reuses_real_features(world, tmp_path, caplog):
+    root, shards, gen, probe = world
+    params = make_params(tmp_path)
+    with caplog.at_level(logging.INFO):
+        first = evaluate(params, shards, gen, probe, tmp_path / "m1")
+    assert caplog.text.count("cache miss: probe/") == 2 and "cache hit" not in caplog.text
+    cached = sorted((tmp_path / "features" / "probe").glob("*.npz"))
+    assert len(cached) == 2
+
+    new_gen = write_generated(tmp_path, seed=99)  # only the generated images change
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        second = evaluate(params, shards, new_gen, probe, tmp_path / "m2")
+    assert caplog.text.count("cache hit: probe/") == 2 and "cache miss" not in caplog.text
+    assert sorted((tmp_path / "features" / "probe").glob("*.npz")) == cached
+    assert second["per_class"]["Aves"]["probe"]["fid"] != first["per_class"]["Aves"]["probe"]["fid"]
+
+    changed = write_shards(tmp_path / "other", n_test=4)  # new real data -> recomputed
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        evaluate(params, changed, new_gen, probe, tmp_path / "m3")
+    assert caplog.text.count("cache miss: probe/") == 2
+
+
+def test_all_backbones_from_local_files(world, tmp_path):
+    from test_metrics_backbones import write_random_inception
+    from test_metrics_bioclip import write_tiny_clip
+    from test_metrics_lpips import write_random_alexnet
+
+    root, shards, _, probe = world
+    gen = write_generated(tmp_path, n=2, skip=("Corvus monedula", "Boa imperator"))  # fewer Inception forwards
+    params = make_params(
+        tmp_path, backbones=["inception", "alex", "bioclip", "probe"], lpips_net="alex",
+        inception_weights=str(write_random_inception(tmp_path / "inception.pth")),
+        lpips_weights=str(write_random_alexnet(tmp_path / "alexnet.pth")),
+        bioclip_model=f"local-dir:{write_tiny_clip(tmp_path / 'clip')}",
+    )
+    summary = evaluate(params, shards, gen, probe, tmp_path / "metrics")
+    assert set(summary["backbones"]) == {"probe", "inception", "alex", "bioclip-v1"}
+    assert summary["backbones"]["inception"]["resize"].startswith("tf1-bilinear")
+    aves = summary["per_class"]["Aves"]
+    assert aves["n_generated"] == 4 and aves["n_real"] == 9  # real: every species of the class
+    assert aves["inception"]["fid"] is not None and aves["alex"]["pairs"] == 4 and aves["alex"]["lpips"] > 0
+    assert -100 <= aves["bioclip-v1"]["score"] <= 100
+    table = pd.read_csv(tmp_path / "metrics" / "class_metrics.csv")
+    assert {"FID (inception)", "LPIPS (alex)", "BioCLIP (bioclip-v1)", "FID (probe)"} <= set(table.columns)
+    levels = pd.read_csv(tmp_path / "metrics" / "level_metrics.csv")
+    assert levels["BioCLIP (bioclip-v1)"].notna().all()
+
+
+def test_missing_weights_fail_the_stage_in_one_line(world, tmp_path, monkeypatch, capsys):
+    root, shards, gen, probe = world
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # nothing cached, HF_HUB_OFFLINE=1
+    params = write_params_yaml(tmp_path, backbones=["probe", "inception"])
+    code, err = run_stage_here("evaluate.py", "--params", params, "--shards", shards, "--generated", gen, "--probe", probe,
+                               "--out", tmp_path / "metrics", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: evaluate.inception_weights: Inception weights not found")
+    assert "Traceback" not in err and not (tmp_path / "metrics").exists()
+
+
+def test_generated_class_without_real_images_is_reported_not_dropped(world, tmp_path):
+    root, shards, _, probe = world
+    gen = write_generated(tmp_path, n=2)
+    manifest = pd.read_csv(gen / "manifest.csv")
+    extra = manifest.iloc[:2].copy()
+    extra[LEVELS] = ["Mammalia", "Rodentia", "Muridae", "Mus", "Mus musculus"]
+    pd.concat([manifest, extra]).to_csv(gen / "manifest.csv", index=False)
+    summary = evaluate(make_params(tmp_path), shards, gen, probe, tmp_path / "metrics")
+    mammals = summary["per_class"]["Mammalia"]
+    assert mammals["n_real"] == 0 and mammals["probe"]["fid"] is None and mammals["probe"]["dist"] is None
+    assert mammals["probe"]["unseen"]["class"] == 2 and mammals["fid_small_sample"] is True
+    assert summary["data"]["classes_without_real_images"] == ["Mammalia"]
+    assert summary["overall"]["probe"]["unseen"]["class"] == 2  # counted, not silently scored
+    assert "| Mammalia | 2 | 1 | 2 | 0 | – |" in (tmp_path / "metrics" / "class_metrics.md").read_text()

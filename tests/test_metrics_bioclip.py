@@ -1,0 +1,93 @@
+"""BioCLIP score with a tiny random open_clip model saved to disk and loaded through open_clip's
+``local-dir:`` loader (no mocks), the lineage prompt, and the offline error for the hub model."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+torch.set_num_threads(1)
+
+import open_clip  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from taxadiffusion.errors import UserError  # noqa: E402
+from taxadiffusion.metrics.bioclip import BioCLIPScorer, lineage_prompt  # noqa: E402
+
+LEVELS = ["class", "order", "family", "genus", "species"]
+TINY = {
+    "model_cfg": {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    },
+    "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+}
+
+
+def write_tiny_clip(folder: Path) -> Path:
+    """An open_clip local-dir model folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps(TINY))
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY["model_cfg"])
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+def test_lineage_prompt():
+    lineage = ("Aves", "Passeriformes", "Corvidae", "Corvus", "Corvus corax")
+    assert lineage_prompt("{lineage}", lineage, LEVELS) == "Aves Passeriformes Corvidae Corvus corax"
+    assert lineage_prompt("a photo of {lineage}.", lineage[:2], LEVELS) == "a photo of Aves Passeriformes."
+    assert lineage_prompt("{genus} / {species}", lineage, LEVELS) == "Corvus / Corvus corax"
+    with pytest.raises(UserError, match=r"evaluate.bioclip_template: '\{kingdom\}' cannot be filled"):
+        lineage_prompt("{kingdom}", lineage, LEVELS)
+
+
+def test_score_is_100_cos_with_the_lineage_text(tmp_path):
+    folder = write_tiny_clip(tmp_path / "tiny-bioclip")
+    scorer = BioCLIPScorer(f"local-dir:{folder}", "a photo of {lineage}.", LEVELS)
+    assert scorer.name == "bioclip-v1" and scorer.info["model"] == f"local-dir:{folder}"
+    images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    lineages = [("Aves", "Passeriformes", "Corvidae", "Corvus", "Corvus corax")] * 2 + [
+        ("Reptilia", "Squamata", "Boidae", "Boa", "Boa constrictor")
+    ]
+    scores = scorer.scores(scorer.image_embeddings(images, batch_size=2), lineages)
+
+    # The same numbers from an independently loaded copy, computed by hand.
+    from PIL import Image
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    with torch.no_grad():
+        img = model.eval().encode_image(torch.stack([preprocess(Image.fromarray(a)) for a in images]))
+        txt = model.encode_text(tokenizer(["a photo of Aves Passeriformes Corvidae Corvus corax.",
+                                           "a photo of Reptilia Squamata Boidae Boa constrictor."]))
+    img = img / img.norm(dim=-1, keepdim=True)
+    txt = txt / txt.norm(dim=-1, keepdim=True)
+    expected = 100 * torch.stack([img[0] @ txt[0], img[1] @ txt[0], img[2] @ txt[1]])
+    assert scores == pytest.approx(expected.double().numpy(), abs=1e-3)
+    assert np.all(np.abs(scores) <= 100)
+    # Level-wise: the prompt cut at the class level gives different numbers.
+    assert not np.allclose(scorer.scores(scorer.image_embeddings(images), lineages, depth=1), scores)
+
+
+def test_missing_bioclip_is_one_line_and_fast(tmp_path):
+    start = time.time()
+    with pytest.raises(UserError) as err:
+        BioCLIPScorer("hf-hub:imageomics/bioclip", "{lineage}", LEVELS)
+    msg = str(err.value)
+    assert msg.startswith("evaluate.bioclip_model: cannot load BioCLIP 'hf-hub:imageomics/bioclip'") and "\n" not in msg
+    assert "set evaluate.bioclip_model=local-dir:/path/to/bioclip" in msg
+    assert time.time() - start < 10  # HF_HUB_OFFLINE=1: no retries
+    with pytest.raises(UserError, match=r"has no open_clip_config.json"):
+        BioCLIPScorer(f"local-dir:{tmp_path}", "{lineage}", LEVELS)
+    with pytest.raises(UserError, match=r"evaluate.bioclip_model: '/nope' not found"):
+        BioCLIPScorer("/nope", "{lineage}", LEVELS)

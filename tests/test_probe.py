@@ -1,0 +1,54 @@
+"""The probe: the `probe` stage trains on tiny shards, saves safetensors + config, and predicts taxa."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from taxadiffusion.errors import UserError
+from taxadiffusion.metrics.data import read_generated
+from taxadiffusion.metrics.probe import load_probe, train_probe
+from test_metrics_data import LEVELS, WORLD, draw, make_params, run_stage, write_generated, write_params_yaml, write_shards
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+torch.set_num_threads(1)
+
+
+def test_probe_stage_trains_and_predicts(tmp_path):
+    shards = write_shards(tmp_path)
+    out = tmp_path / "probe"
+    proc = run_stage("probe.py", "--params", write_params_yaml(tmp_path), "--shards", shards, "--out", out, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert (out / "probe.safetensors").is_file() and config["levels"] == LEVELS
+    assert config["classes"]["species"] == sorted(w[-1] for w in WORLD) and config["resolution"] == 16
+    assert config["test_acc"]["class"]["acc"] == 1.0 and config["test_acc"]["class"]["n"] == 3 * len(WORLD)
+    assert config["test_acc"]["species"]["acc"] > 1 / len(WORLD)  # far above chance on held-out images
+
+    probe = load_probe(out, LEVELS)
+    gen, _ = read_generated(write_generated(tmp_path), LEVELS)
+    feats = probe.features(gen.decode(range(len(gen))))
+    assert feats.shape == (len(gen), config["feature_dim"])
+    acc = probe.accuracy(feats, gen.lineages)
+    assert acc["class"]["acc"] == 1.0 and acc["class"]["unseen"] == 0
+    with pytest.raises(UserError, match=r"probe levels .* differ from params.yaml levels"):
+        load_probe(out, ["class", "species"])
+    with pytest.raises(UserError, match=r"probe.safetensors: not found \(train the probe first"):
+        load_probe(tmp_path / "nothing", LEVELS)
+
+
+def test_training_is_deterministic_and_unseen_taxa_are_counted(tmp_path):
+    images = np.stack([draw(w, i) for w in WORLD for i in range(4)])
+    lineages = [w for w in WORLD for _ in range(4)]
+    cfg = make_params(tmp_path).probe
+    cfg.steps = 5
+    a, b = train_probe(images, lineages, LEVELS, cfg), train_probe(images, lineages, LEVELS, cfg)
+    for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
+        assert torch.equal(va, vb), k
+    unknown = [("Aves", "Passeriformes", "Corvidae", "Corvus", "Corvus cornix")]
+    acc = a.accuracy(a.features(images[:1]), unknown)
+    assert acc["species"] == {"acc": None, "n": 0, "unseen": 1} and acc["class"]["n"] == 1
