@@ -35,7 +35,7 @@ from .config import Params, TrainConfig
 from .errors import UserError
 from .io import atomic_path, write_json
 from .models.base import BaseModel, load_base
-from .models.conditioner import ConditionerConfig, TaxonomyConditioner, lineage_texts
+from .models.conditioner import ConditionerConfig, TaxonomyConditioner, lineage_texts, species_prompt
 from .models.lora import LORA_FILE, add_lora, load_lora, lora_parameters, save_lora
 from .models.text_cache import TextEmbeddingCache
 
@@ -53,7 +53,37 @@ class TrainSpec:
     train_lora: bool
     full_unet: bool = False  # SD + full fine-tuning baseline
     random_cut_off: bool = False  # ablation: a random level per step
+    prompt_only: bool = False  # baselines: condition = the text encoder on the species name alone
     lr: float = 1e-4
+    steps: int | None = None  # None: train.steps
+
+
+METHODS = ("taxadiffusion", "sd", "lora", "full", "joint", "random_level", "cfg")
+
+
+def method_spec(params: Params, method: str) -> TrainSpec | None:
+    """Baselines and ablations of the paper's comparison tables (None: nothing to train).
+
+    Every trained baseline gets the same total step budget as progressive training
+    (``train.steps`` x number of levels). ``sd`` = the base model, no fine-tuning; ``cfg`` = the
+    TaxaDiffusion model sampled with vanilla CFG (generation-side only).
+    """
+    levels = params.level_names
+    budget = params.train.steps * len(levels)
+    last = len(levels) - 1
+    name = f"methods/{method}"
+    if method in ("taxadiffusion", "sd", "cfg"):
+        return None
+    if method == "lora":  # SD + LoRA on the species name (supplement Table S1: lr 1e-4)
+        return TrainSpec(name, None, 0, (), True, prompt_only=True, lr=params.train.lr_first, steps=budget)
+    if method == "full":  # SD + full fine-tuning on the species name (Table S1: lr 1e-5)
+        return TrainSpec(name, None, 0, (), False, full_unet=True, prompt_only=True, lr=params.train.lr, steps=budget)
+    if method == "joint":  # all level modules + LoRA together, full lineage
+        return TrainSpec(name, None, last, tuple(range(len(levels))), True, lr=params.train.lr_first, steps=budget)
+    if method == "random_level":  # all modules + LoRA, a random cut-off level per step
+        return TrainSpec(name, None, last, tuple(range(len(levels))), True, random_cut_off=True,
+                         lr=params.train.lr_first, steps=budget)
+    raise UserError(f"methods: unknown method {method!r}; expected some of {', '.join(METHODS)}")
 
 
 def progressive_spec(params: Params, level: str) -> TrainSpec:
@@ -80,8 +110,8 @@ class TrainModel(torch.nn.Module):
         self.unet = unet
         self.conditioner = conditioner
 
-    def forward(self, noisy, timesteps, hidden, cut_off: int):
-        context = self.conditioner(hidden, cut_off)
+    def forward(self, noisy, timesteps, hidden, cut_off: int, prompt_only: bool = False):
+        context = hidden[:, 0] if prompt_only else self.conditioner(hidden, cut_off)
         return self.unet(noisy, timesteps, context.to(noisy.dtype)).sample
 
 
@@ -202,7 +232,7 @@ def train(params: Params, spec: TrainSpec, models_dir="models", shards="data/sha
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     cfg = params.train
-    steps = int(cfg.steps)
+    steps = int(spec.steps or cfg.steps)
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision if cfg.mixed_precision != "no" else "no",
         cpu=not torch.cuda.is_available(),
@@ -282,7 +312,10 @@ def train(params: Params, spec: TrainSpec, models_dir="models", shards="data/sha
         cut = spec.cut_off
         if spec.random_cut_off:
             cut = int(torch.randint(0, len(levels), (1,), generator=gen))
-        texts = [lineage_texts(levels, lin)[: cut + 1] for lin in batch_lineages]
+        if spec.prompt_only:
+            texts = [[species_prompt(lin, levels)] for lin in [lineages[i] for i in idx]]
+        else:
+            texts = [lineage_texts(levels, lin)[: cut + 1] for lin in batch_lineages]
         hidden = cache.lineages(texts)
         noise = torch.randn(x0.shape, generator=gen).to(x0.device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
@@ -290,7 +323,7 @@ def train(params: Params, spec: TrainSpec, models_dir="models", shards="data/sha
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         target = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
         with accelerator.autocast():
-            pred = model(noisy, t, hidden, cut)
+            pred = model(noisy, t, hidden, cut, spec.prompt_only)
         loss = F.mse_loss(pred.float(), target.float())
         accelerator.backward(loss)
         if accelerator.sync_gradients:
@@ -396,12 +429,14 @@ def _write_outputs(out_dir: Path, raw: TrainModel, spec: TrainSpec, params: Para
     config = {
         "levels": params.level_names,
         "level": spec.name,
-        "level_index": spec.cut_off,
+        # prompt-only baselines are conditioned on the species name: they draw at the finest level
+        "level_index": len(params.level_names) - 1 if spec.prompt_only else spec.cut_off,
         "parent": spec.parent,
         "spec": asdict(spec),
         "lora_rank": params.train.lora_rank,
         "lora_alpha": params.train.lora_alpha,
         "full_unet": spec.full_unet,
+        "prompt_only": spec.prompt_only,
         "model": asdict(params.model),
         "train": asdict(params.train),
     }

@@ -190,5 +190,7 @@ def prepare_base(cfg: ModelConfig, out_dir: str | Path, shards: str | Path | Non
         with atomic_path(Path(latents_dir) / "train.pt") as tmp:
             _torch.save({"latents": latents, "lineages": lineages}, tmp)
         info["cached_latents"] = int(len(latents))
+    if latents_dir is not None:  # always an output (empty for tiny), so DVC's graph is the same for both presets
+        write_json(Path(latents_dir) / "latents.json", {"preset": cfg.preset, "cached": info.get("cached_latents", 0)})
     write_json(Path(out_dir) / "base.json", info)
     return info

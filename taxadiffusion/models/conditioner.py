@@ -108,3 +108,12 @@ def lineage_texts(levels: list[str], lineage: dict, cut_off: int | None = None) 
         name = lineage.get(level) if (cut_off is None or i <= cut_off) else None
         texts.append(level_text(level, name, lineage))
     return texts
+
+
+def species_prompt(lineage: dict, levels: list[str]) -> str:
+    """The baselines' prompt (SD, SD+LoRA, SD+full): the name of the finest known level alone."""
+    for level in reversed(levels):
+        name = lineage.get(level)
+        if name is not None and str(name).strip():
+            return str(name)
+    return ""

@@ -15,7 +15,7 @@ import torch
 from ..config import ModelConfig
 from ..errors import UserError
 from .base import BaseModel, load_base
-from .conditioner import TaxonomyConditioner, lineage_texts, level_text
+from .conditioner import TaxonomyConditioner, lineage_texts, level_text, species_prompt
 from .lora import LORA_FILE, add_lora, load_lora
 from .text_cache import TextEmbeddingCache
 
@@ -29,6 +29,11 @@ class TaxaModel:
     train_config: dict
 
     @property
+    def prompt_only(self) -> bool:
+        """Baselines (sd, lora, full): conditioned on the species name through the text encoder alone."""
+        return bool(self.train_config.get("prompt_only"))
+
+    @property
     def device(self) -> torch.device:
         return self.cache.device
 
@@ -40,6 +45,8 @@ class TaxaModel:
     @torch.no_grad()
     def condition(self, lineages: list[dict], cut_off: int) -> torch.Tensor:
         """The conditional context ``[B, T, D]``: lineage up to ``cut_off`` through levels 0..cut_off."""
+        if self.prompt_only:
+            return self.cache([species_prompt(lin, self.levels[: cut_off + 1]) for lin in lineages])
         return self.conditioner(self.hidden(lineages, cut_off), cut_off)
 
     @torch.no_grad()
@@ -50,7 +57,7 @@ class TaxaModel:
         uses the raw text embedding of ``"<level0>: None"``. ``cfg``: the raw embedding of ``""``.
         """
         n = len(lineages)
-        if guidance == "cfg":
+        if guidance == "cfg" or self.prompt_only:  # the baselines only have vanilla CFG
             return self.cache([""] * n)
         if guidance != "taxaguide":
             raise UserError(f"generate.guidance={guidance!r}: expected 'taxaguide' or 'cfg'")
@@ -74,6 +81,12 @@ def load_taxa_model(model_dir: str | Path, model_cfg: ModelConfig, device="cpu",
 
         base.unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
     base.unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    conditioner = TaxonomyConditioner.load(model_dir).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if (model_dir / "condition.safetensors").exists():
+        conditioner = TaxonomyConditioner.load(model_dir)
+    else:  # `sd` baseline: the base model alone (prompt_only), no condition module was trained
+        from .conditioner import ConditionerConfig
+
+        conditioner = TaxonomyConditioner(ConditionerConfig(levels=train_config["levels"][:1], width=base.text_hidden, num_layers=1))
+    conditioner = conditioner.to(device=device, dtype=dtype).eval().requires_grad_(False)
     cache = TextEmbeddingCache(base.text_encoder, base.tokenizer, device=device)
     return TaxaModel(base, conditioner, cache, list(train_config["levels"]), train_config)

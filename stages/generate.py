@@ -1,0 +1,41 @@
+"""Stage `generate`: draw the Table S2 plan of test taxa with TaxaGuide (resumable, multi-process).
+
+Outputs (docs/architecture.md): ``<out>/plan.csv``, ``manifest.csv``, ``<class>/<taxon>/<index:04d>.png``
+(and ``settings.json``: what the images were drawn with; a run with other settings starts over).
+Run: ``python stages/generate.py [--params params.yaml] [--model models/<generate.target_level>]
+[--prepared data/prepared] [--out <generate.out>]``. Several processes share the images (rank r draws
+every N-th pending image): GPUs ``accelerate launch --num_processes N stages/generate.py ...``; CPU
+``torchrun --nproc_per_node N stages/generate.py ...`` (``accelerate launch --cpu`` starts one process).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/generate.py`
+
+from taxadiffusion.cli import run_stage, stage_parser  # noqa: E402
+from taxadiffusion.generate import generate  # noqa: E402
+
+
+def main(args, params) -> None:
+    start = time.perf_counter()
+    summary = generate(params, args.model, args.prepared, args.out)
+    if "stale_removed" in summary:  # rank 0 only
+        seconds = time.perf_counter() - start
+        logging.info(
+            "generate: %d taxa, %d images (%d drawn by this process, %d already there) in %.1f s; capped classes: %s",
+            summary["taxa"], summary["images"], summary["drawn_here"], summary["images"] - summary["pending"],
+            seconds, ", ".join(summary["capped_classes"]) or "none",
+        )
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="trained level (default: models/<generate.target_level>)")
+    parser.add_argument("--prepared", default="data/prepared", help="prepared table (default: data/prepared)")
+    parser.add_argument("--out", default=None, help="output folder (default: generate.out)")
+    run_stage(main, parser)

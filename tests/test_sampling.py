@@ -1,0 +1,136 @@
+"""TaxaGuide arithmetic against a stub UNet with known outputs, per-image noise, and the fixed-shape UNet
+calls that make pixels independent of the batch."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from model_fixtures import tiny_model_config
+from taxadiffusion.errors import UserError
+from taxadiffusion.generate import FixedRowsUNet, fixed_rows
+from taxadiffusion.sampling import guided_step_output, initial_noise, make_scheduler, sample
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+torch.set_num_threads(1)
+
+SCHED = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+         "prediction_type": "epsilon", "clip_sample": False, "steps_offset": 1, "set_alpha_to_one": False}
+
+
+class StubUNet(torch.nn.Module):
+    """eps = a fixed function of the context and the latents: ``0.5 * x + mean(context) * (1 + t / 1000)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []  # (batch size, context) per call
+
+    def forward(self, x, t, context):
+        self.calls.append((x.shape[0], context.clone()))
+        return SimpleNamespace(sample=0.5 * x + context.mean(dim=(1, 2))[:, None, None, None] * (1 + t / 1000))
+
+
+def _eps(x, t, ctx):
+    return 0.5 * x + ctx.mean(dim=(1, 2))[:, None, None, None] * (1 + t / 1000)
+
+
+def contexts(b=3):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(b, 4, 8, generator=g), torch.randn(b, 4, 8, generator=g)
+
+
+def test_guided_step_output_is_taxaguide_in_one_batched_call():
+    cond, neg = contexts()
+    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor(700)
+    unet = StubUNet()
+    out = guided_step_output(unet, x, t, cond, neg, 6.0, guided=True)
+    e_neg, e_cond = _eps(x, t, neg), _eps(x, t, cond)
+    torch.testing.assert_close(out, e_neg + 6.0 * (e_cond - e_neg), rtol=0, atol=1e-6)
+    assert len(unet.calls) == 1 and unet.calls[0][0] == 6  # both branches in ONE UNet call
+    assert torch.equal(unet.calls[0][1], torch.cat([neg, cond]))
+    # scale 1 is the conditional estimate; unguided steps run the conditional branch alone
+    torch.testing.assert_close(guided_step_output(unet, x, t, cond, neg, 1.0, True), e_cond, rtol=0, atol=1e-6)
+    unguided = guided_step_output(unet, x, t, cond, neg, 6.0, guided=False)
+    assert torch.equal(unguided, e_cond) and unet.calls[-1][0] == 3
+
+
+def test_one_sample_step_matches_the_formula_through_the_scheduler():
+    cond, neg = contexts(2)
+    seeds, shape, scale = [11, 12], (2, 4, 4), 6.0
+    out = sample(StubUNet(), make_scheduler("ddim", SCHED), cond, neg, seeds, shape, 1, scale)
+    ref = make_scheduler("ddim", SCHED)
+    ref.set_timesteps(1)
+    t = ref.timesteps[0]
+    x0 = initial_noise(shape, seeds, "cpu") * ref.init_noise_sigma
+    eps = _eps(x0, t, neg) + scale * (_eps(x0, t, cond) - _eps(x0, t, neg))
+    torch.testing.assert_close(out, ref.step(eps, t, x0).prev_sample, rtol=0, atol=1e-6)
+
+
+def test_guidance_range_limits_the_guided_steps():
+    cond, neg = contexts(2)
+    unet = StubUNet()
+    sample(unet, make_scheduler("ddim", SCHED), cond, neg, [1, 2], (2, 4, 4), 4, 6.0, guidance_range=(0.5, 1.0))
+    assert [b for b, _ in unet.calls] == [2, 2, 4, 4]  # steps 0,1 conditional only; 2,3 guided (i >= 0.5 * 4)
+
+
+def test_initial_noise_is_per_image():
+    both = initial_noise((3, 4, 4), [5, 9], "cpu")
+    assert torch.equal(both[1], initial_noise((3, 4, 4), [9], "cpu")[0])
+    assert not torch.equal(both[0], both[1])
+
+
+def test_unknown_sampler_is_a_user_error():
+    with pytest.raises(UserError, match="generate.sampler='euler'"):
+        make_scheduler("euler", SCHED)
+
+
+def test_fixed_rows_calls_have_one_shape_and_keep_order():
+    shapes = []
+
+    def fn(a, b):
+        shapes.append(a.shape[0])
+        return a * 2 + b
+
+    a, b = torch.arange(11.0)[:, None], torch.ones(11, 1)
+    assert torch.equal(fixed_rows(fn, 4, a, b), a * 2 + b)
+    assert shapes == [4, 4, 4]
+
+
+def test_real_unet_rows_do_not_depend_on_the_batch():
+    """The property the generator relies on: with fixed-shape calls, a row's output is bit-identical whether
+    it comes alone or with 6 others (plain batched calls differ in the last bits on CPU)."""
+    from taxadiffusion.models.base import load_base
+
+    unet = load_base(tiny_model_config()).unet
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(7, 12, 16, 16, generator=g), torch.randn(7, 32, 64, generator=g)
+    t = torch.tensor(500)
+    wrapped = FixedRowsUNet(unet, rows=4)
+    with torch.no_grad():
+        batched = wrapped(x, t, ctx).sample
+        alone = torch.cat([wrapped(x[i : i + 1], t, ctx[i : i + 1]).sample for i in (0, 6)])
+    assert torch.equal(batched[[0, 6]], alone)
+    assert wrapped.calls == 2 + 2
+
+
+def test_merged_lora_unet_matches_the_loaded_adapter(tmp_path):
+    """Sampling folds the LoRA into the weights: same outputs as the adapter, and not the bare base."""
+    from model_fixtures import make_level_dir
+    from taxadiffusion.generate import prepare_unet_for_sampling
+    from taxadiffusion.models.base import load_base
+    from taxadiffusion.models.taxa import load_taxa_model
+
+    model = load_taxa_model(make_level_dir(tmp_path / "species"), tiny_model_config())
+    g = torch.Generator().manual_seed(0)
+    x, ctx, t = torch.randn(2, 12, 16, 16, generator=g), torch.randn(2, 32, 64, generator=g), torch.tensor(300)
+    with torch.no_grad():
+        adapter = model.base.unet(x, t, ctx).sample
+        prepare_unet_for_sampling(model.base.unet)
+        merged = FixedRowsUNet(model.base.unet, rows=2)(x, t, ctx).sample
+        bare = load_base(tiny_model_config()).unet(x, t, ctx).sample
+    torch.testing.assert_close(merged, adapter, rtol=1e-4, atol=1e-5)
+    assert (adapter - bare).abs().max() > 1e-3  # the LoRA changes the UNet
