@@ -50,35 +50,51 @@ def check_methods(methods: list) -> list[str]:
     return list(methods)
 
 
-def run_method(params: Params, method: str, root: str | Path = ".") -> dict:
-    """Train (if the method trains), generate and evaluate one method; returns its summary."""
+def train_method(params: Params, method: str, root: str | Path = ".") -> Path:
+    """Stage ``method_train@<m>``: train the method's model into ``models/methods/<m>``.
+
+    Methods without training of their own still get a folder with ``method.json`` (what they sample
+    from), so every ``method_train@<m>`` has the same declared output.
+    """
+    check_methods([method])
+    root = Path(root)
+    levels = params.level_names
+    model_dir = root / "models" / "methods" / method
+    spec = method_spec(params, method)
+    if spec is not None:
+        train(params, spec, models_dir=root / "models", shards=root / "data" / "shards",
+              latents_dir=root / "data" / "latents", log_dir=root / "metrics" / "train" / spec.name)
+    elif method == "sd":  # the base model alone, prompted with the species name
+        write_json(model_dir / "train_config.json",
+                   {"levels": levels, "level": levels[-1], "level_index": len(levels) - 1, "prompt_only": True})
+    note = {"method": method, "description": LABELS[method],
+            "samples_from": str(model_dir) if method not in ("taxadiffusion", "cfg") else f"models/{levels[-1]}"}
+    write_json(model_dir / "method.json", note)
+    return model_dir
+
+
+def sample_method(params: Params, method: str, root: str | Path = ".") -> dict:
+    """Stage ``method@<m>``: generate with the method's model and evaluate into ``metrics/methods/<m>``."""
     from .generate import generate
     from .metrics.evaluate import evaluate
 
     check_methods([method])
     root = Path(root)
+    levels = params.level_names
     out_metrics = root / "metrics" / "methods" / method
-    if method == "taxadiffusion":  # the main pipeline's own evaluation
+    gen_dir = root / "data" / "methods" / method
+    if method == "taxadiffusion":  # the main pipeline's own generation and evaluation
+        gen_dir.mkdir(parents=True, exist_ok=True)
+        write_json(gen_dir / "method.json", {"images": "data/generated (the main pipeline)"})
         summary = json.loads((root / "metrics" / "summary.json").read_text())
         write_json(out_metrics / "summary.json", summary)
         return summary
-    levels = params.level_names
     run_params = copy.deepcopy(params)
-    spec = method_spec(params, method)
+    run_params.generate.target_level = levels[-1]
+    model_dir = root / "models" / "methods" / method
     if method == "cfg":
         model_dir = root / "models" / levels[-1]
         run_params.generate.guidance = "cfg"
-    elif method == "sd":
-        model_dir = root / "models" / "methods" / "sd"
-        model_dir.mkdir(parents=True, exist_ok=True)
-        write_json(model_dir / "train_config.json",
-                   {"levels": levels, "level": levels[-1], "level_index": len(levels) - 1, "prompt_only": True})
-    else:
-        model_dir = root / "models" / spec.name
-        train(params, spec, models_dir=root / "models", shards=root / "data" / "shards",
-              latents_dir=root / "data" / "latents", log_dir=root / "metrics" / "train" / spec.name)
-    run_params.generate.target_level = levels[-1]
-    gen_dir = root / "data" / "methods" / method
     generate(run_params, model_dir, root / "data" / "prepared", gen_dir)
     return evaluate(run_params, root / "data" / "shards", gen_dir, root / "models" / "probe", out_metrics, None)
 

@@ -71,7 +71,7 @@ def method_spec(params: Params, method: str) -> TrainSpec | None:
     levels = params.level_names
     budget = params.train.steps * len(levels)
     last = len(levels) - 1
-    name = f"methods/{method}"
+    name = f"methods/{method}"  # models/methods/<m>
     if method in ("taxadiffusion", "sd", "cfg"):
         return None
     if method == "lora":  # SD + LoRA on the species name (supplement Table S1: lr 1e-4)
