@@ -95,7 +95,9 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     assert not missing, f"declared outputs not written: {missing}"
     assert json.loads(_dvc("status", "--json", cwd=repo)) == {}
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert summary["data"]["generation"]["scale"] == ["6.0"]
+    default_scale = float(tiny_params()["guidance_scale"])
+    assert default_scale != 8.0
+    assert summary["data"]["generation"]["scale"] == [str(default_scale)]
     _git("add", "-A", cwd=repo)
     _git("commit", "-q", "-m", "repro", cwd=repo)
 
@@ -115,6 +117,6 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     # 3. the sweep plot from the real `dvc exp show --json` of this repo
     _run([sys.executable, "-m", "taxadiffusion.sweep", "--out", "metrics/guidance_sweep.png"], repo, 300)
     table = pd.read_csv(repo / "metrics" / "guidance_sweep.csv")
-    assert sorted(table["guidance_scale"]) == [6.0, 8.0]
+    assert sorted(table["guidance_scale"]) == sorted([default_scale, 8.0])
     assert table["overall.probe.fid"].notna().all()
     assert (repo / "metrics" / "guidance_sweep.png").stat().st_size > 1000
