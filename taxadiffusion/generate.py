@@ -45,7 +45,7 @@ import torch
 
 from .config import Params, load_params
 from .errors import UserError
-from .io import atomic_path, write_json, write_text
+from .io import atomic_path, read_json, write_json, write_text
 from .plan import NONE, image_seed, lineage_key, make_plan, plan_images, read_test_table
 
 log = logging.getLogger(__name__)
@@ -148,10 +148,7 @@ def check_model_dir(model_dir: str | Path, levels: list[str], cut_off: int) -> d
     path = Path(model_dir) / "train_config.json"
     if not path.exists():
         raise UserError(f"{model_dir}: not a trained level (no train_config.json); run `dvc repro` first")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    config = read_json(path)
     if list(config.get("levels", [])) != list(levels):
         raise UserError(f"{path}: levels {config.get('levels')} differ from params.yaml levels {list(levels)}")
     trained = int(config.get("level_index", len(levels) - 1))
@@ -413,10 +410,7 @@ def load_known_lineages(path: str | Path, levels: list[str]) -> list[tuple]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: not found (run the prepare stage, or pass --taxonomy)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    data = read_json(path)
     if list(data.get("levels", [])) != list(levels):
         raise UserError(f"{path}: levels {data.get('levels')} differ from the model's levels {list(levels)}")
     return [tuple(str(n) for n in lin) for lin in data.get("lineages", [])]

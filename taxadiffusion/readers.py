@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from .config import DatasetConfig
 from .errors import UserError
+from .io import read_json
 
 BBOX_COLUMNS = ["bbox_x", "bbox_y", "bbox_w", "bbox_h"]
 _MAX_HEADER_SHOWN = 12
@@ -322,12 +323,7 @@ def load_bbox_json(path: str | Path) -> dict[str, tuple[float, float, float, flo
     """``{image_id: {x, y, w, h}}`` -> ``{image_id: (x, y, w, h)}``; a malformed entry is a one-line error."""
     path = Path(path)
     _check_file(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object {{image_id: {{x, y, w, h}}}}, got {type(data).__name__}")
     out = {}
@@ -444,13 +440,7 @@ def read_inat2021(cfg: DatasetConfig, levels: list[str], drops: Drops) -> pd.Dat
     if "species" in levels:
         cat_fields += [cfg.columns.get("genus", "genus"), "specific_epithet"]
     cat_fields = list(dict.fromkeys(cat_fields))
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object with images, annotations, categories")
     images = _inat_frame(path, data, "images", ["id", "file_name"])
