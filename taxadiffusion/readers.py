@@ -22,7 +22,6 @@ TSV), ``inat2021`` (COCO-style JSON), ``table`` (any CSV/TSV/Parquet + ``dataset
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Callable
