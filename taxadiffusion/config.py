@@ -91,7 +91,8 @@ class TrainConfig:
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     level_dropout: float = 1.0 / 21.0  # per level, one level at most (official FishNet loader)
-    noise_schedule: str = "scaled_linear"  # scaled_linear (SD1.5) | linear (official code)
+    noise_schedule: str = "base"  # base = the base model's own (SD1.5: scaled_linear) | linear (official code) | ...
+    # the sampler reads the base config too, so `base` keeps training and sampling on one schedule
     mixed_precision: str = "no"  # no | bf16 | fp16
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500

@@ -89,6 +89,26 @@ def test_frozen_parameters_untouched_in_a_step():
     assert changed and all(n.startswith("conditioner.encoders.2.") for n in changed), sorted(changed)[:5]
 
 
+def test_default_training_schedule_is_the_one_the_sampler_uses():
+    """params.yaml's train.noise_schedule (default `base`) trains on the base model's own betas, the ones
+    generation reads; `linear` (official code) and a bad name behave as documented."""
+    import yaml
+
+    from taxadiffusion.config import ModelConfig, params_from_dict
+    from taxadiffusion.errors import UserError
+    from taxadiffusion.models.base import load_base
+    from taxadiffusion.training import noise_scheduler
+
+    base = load_base(ModelConfig(preset="tiny", pretrained=str(REPO / "assets/tiny-base")))
+    params = params_from_dict(yaml.safe_load((REPO / "params.yaml").read_text()))
+    sched = noise_scheduler(base, params.train.noise_schedule)
+    assert sched.config.beta_schedule == base.scheduler_config["beta_schedule"] == "squaredcos_cap_v2"
+    assert sched.config.prediction_type == "v_prediction"
+    assert noise_scheduler(base, "linear").config.beta_schedule == "linear"
+    with pytest.raises(UserError, match="train.noise_schedule"):
+        noise_scheduler(base, "cosine")
+
+
 def test_lora_reloads_with_diffusers_loader(data_workspace, tmp_path):
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
