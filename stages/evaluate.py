@@ -1,6 +1,6 @@
 """Stage `evaluate`: class-level FID / LPIPS / BioCLIP (Table S2) and probe metrics of the generated images.
 
-Outputs (docs/architecture.md): ``<out>/summary.json``, ``class_metrics.csv/.md``, ``level_metrics.csv/.md``,
+Outputs (docs/architecture.md): ``<out>/classes/*.json`` (the DVC metrics), ``summary.json``, ``class_metrics.csv/.md``, ``level_metrics.csv/.md``,
 ``plots/*.csv`` and ``plots/grids/<class>.png``; real-image features cached in ``evaluate.cache_dir``.
 Run: ``python stages/evaluate.py [--params params.yaml] [--shards data/shards] [--generated data/generated]
 [--probe models/probe] [--out metrics] [--cache-dir DIR]``

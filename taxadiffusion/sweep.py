@@ -9,10 +9,11 @@ DVC experiment; only generate -> evaluate -> report re-run for each (dvc.yaml li
     python -m taxadiffusion.sweep --out metrics/guidance_sweep.png
 
 Reads ``dvc exp show --json`` (or ``--json FILE``), takes each experiment's ``guidance_scale`` from params.yaml
-and the chosen metrics from ``metrics/summary.json`` (dotted paths into it, e.g. ``overall.probe.fid``), and
-writes a PNG (one panel per metric) plus a CSV with one row per experiment next to it. Experiments that failed,
-are still queued/running, lack the param or the metrics file, or whose summary.json was computed at another
-scale (a failed experiment keeps the metrics of the workspace it was queued from) are skipped and counted.
+and the chosen metrics from ``metrics/classes/all.json`` (the all-classes row of the per-class metrics that
+``evaluate`` declares; dotted paths into it, e.g. ``probe.fid``), and writes a PNG (one panel per metric) plus a
+CSV with one row per experiment next to it. Experiments that failed, are still queued/running, lack the param or
+the metrics file, or whose metrics were computed at another scale (the file's ``scale``: a failed experiment
+keeps the metrics of the workspace it was queued from) are skipped and counted.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS = ("overall.probe.fid", "overall.probe.acc.species")
+DEFAULT_METRICS = ("probe.fid", "probe.acc.species")
+METRICS_FILE = "metrics/classes/all.json"
 # Direction hints for panel titles; anything else is shown without one.
 LOWER_IS_BETTER = ("fid", "lpips", "dist")
 RUNNING_STATES = ("queued", "running")
@@ -105,7 +107,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict:
 
 def _numeric_keys(tree: dict, limit: int = 12) -> list[str]:
     keys = [k for k, v in _flatten(tree).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return sorted(keys, key=lambda k: not k.startswith("overall."))[:limit]  # the headline numbers first
+    return sorted(keys, key=lambda k: not k.startswith("probe."))[:limit]  # the headline numbers first
 
 
 def _as_float(value: Any) -> Optional[float]:
@@ -123,7 +125,7 @@ def collect(
     metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
     param: str = "guidance_scale",
     params_file: str = "params.yaml",
-    metrics_file: str = "metrics/summary.json",
+    metrics_file: str = METRICS_FILE,
     include_workspace: bool = False,
 ) -> tuple[pd.DataFrame, Counter]:
     """One row per usable revision: name, rev, kind, baseline, ``param``, each metric, and ``changed`` (params
@@ -162,9 +164,9 @@ def collect(
             skipped[f"no {metrics_file}"] += 1
             continue
         any_metrics_file = any_metrics_file or summary
-        try:  # evaluate records the scale the images were drawn at (manifest -> summary.data.generation.scale)
-            drawn = {_as_float(s) for s in _get(summary, "data.generation.scale")}
-        except (KeyError, TypeError):
+        try:  # evaluate records the scale the images were drawn at (manifest -> `scale`; null when mixed)
+            drawn = {_as_float(_get(summary, "scale"))}
+        except KeyError:
             drawn = None
         if drawn is not None and drawn != {scale}:
             skipped[f"{metrics_file} computed at another scale"] += 1
@@ -227,7 +229,7 @@ def plot(table: pd.DataFrame, metrics: list[str] | tuple[str, ...], out: str | P
 
 
 def sweep(out: str | Path, metrics=DEFAULT_METRICS, json_file=None, all_commits: bool = False,
-          include_workspace: bool = False, param: str = "guidance_scale", metrics_file: str = "metrics/summary.json",
+          include_workspace: bool = False, param: str = "guidance_scale", metrics_file: str = METRICS_FILE,
           cwd: str | Path = ".") -> tuple[pd.DataFrame, Counter]:
     """Collect, then write ``out`` (plot) and ``out`` with suffix ``.csv`` (the table)."""
     out = Path(out)
@@ -254,7 +256,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help=f"dotted path into the metrics file, repeatable (default: {' '.join(DEFAULT_METRICS)})")
     parser.add_argument("--json", default=None, help="read this `dvc exp show --json` file instead of running dvc")
     parser.add_argument("--param", default="guidance_scale", help="swept param in params.yaml (default: guidance_scale)")
-    parser.add_argument("--metrics-file", default="metrics/summary.json")
+    parser.add_argument("--metrics-file", default=METRICS_FILE)
     parser.add_argument("--all-commits", action="store_true", help="experiments of all commits, not only HEAD's")
     parser.add_argument("--include-workspace", action="store_true", help="also the (uncommitted) workspace row")
     args = parser.parse_args(argv)

@@ -58,6 +58,37 @@ def test_evaluate_stage_cli(world, tmp_path):
     assert "| species |" in (out / "level_metrics.md").read_text()
     assert pd.read_csv(out / "plots" / "class_fid.csv").columns.tolist() == ["class", "fid_probe"]
     assert {p.name for p in (out / "plots" / "grids").glob("*.png")} == {"Aves.png", "Reptilia.png"}
+    # the DVC metrics: one file per class + all classes, same keys, numbers from summary.json
+    rows = {p.name: json.loads(p.read_text()) for p in (out / "classes").iterdir()}
+    assert set(rows) == {"Aves.json", "Reptilia.json", "all.json"}
+    assert len({json.dumps(_keys(r)) for r in rows.values()}) == 1
+    assert rows["Aves.json"]["probe"]["acc"] == aves["probe"]["acc"] and rows["Aves.json"]["images"] == 12
+    assert rows["Reptilia.json"]["fid_small_sample"] is True and rows["all.json"]["images"] == 12 + rept["n_generated"]
+    assert rows["all.json"]["probe"]["fid"] == summary["overall"]["probe"]["fid"]
+
+
+def test_class_metrics_folder_is_replaced_whole(tmp_path):
+    """A class of an earlier run (another dataset) must not survive as a stale metrics row."""
+    from taxadiffusion.metrics.tables import write_class_metrics
+
+    entry = {"n_generated": 2, "n_species": 1, "n_real": 3, "fid_small_sample": True,
+             "probe": {"fid": 1.0, "dist": 0.1, "pairs": 2, "acc": {"class": 1.0}}}
+    summary = {"backbones": {"probe": {"metric": "Fréchet distance"}},
+               "data": {"n_generated": 2, "n_real": 3, "min_images_for_fid": 50, "generation": {"scale": ["6.0"]}},
+               "overall": {"probe": {"fid": 1.0, "dist": 0.1, "acc": {"class": 1.0}}},
+               "per_class": {"Old class/x": entry}}
+    write_class_metrics(summary, tmp_path / "classes")
+    assert sorted(p.name for p in (tmp_path / "classes").iterdir()) == ["Old_class_x.json", "all.json"]
+    summary["per_class"] = {"New": entry}
+    write_class_metrics(summary, tmp_path / "classes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes"]  # no temp folders left behind
+    assert sorted(p.name for p in (tmp_path / "classes").iterdir()) == ["New.json", "all.json"]
+    row = json.loads((tmp_path / "classes" / "New.json").read_text())
+    assert row["scale"] == 6.0 and row["probe"] == {"fid": 1.0, "dist": 0.1, "acc": {"class": 1.0}}
+
+
+def _keys(tree: dict, prefix: str = "") -> list[str]:
+    return sorted(k for key, v in tree.items() for k in (_keys(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key]))
 
 
 def test_second_run_reuses_real_features(world, tmp_path, caplog):

@@ -69,6 +69,10 @@ def _copy_checkout(dst: Path) -> None:
     _git("config", "user.name", "e2e", cwd=dst)
 
 
+def _flat(tree: dict, prefix: str = "") -> list[str]:
+    return [k for key, v in tree.items() for k in (_flat(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key])]
+
+
 def _lock_outs(repo: Path) -> dict[str, list[str]]:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     return {stage: [o["path"] for o in entry.get("outs", [])] for stage, entry in lock["stages"].items()}
@@ -98,6 +102,13 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     default_scale = float(tiny_params()["guidance_scale"])
     assert default_scale != 8.0
     assert summary["data"]["generation"]["scale"] == [str(default_scale)]
+    # `dvc metrics show` is the per-class table: one file per generated class + the all-classes row, same keys
+    shown = json.loads(_dvc("metrics", "show", "--json", cwd=repo))
+    files = {Path(p).name: d["data"] for p, d in next(iter(shown.values()))["data"].items()}
+    assert set(files) == {f"{c}.json" for c in summary["per_class"]} | {"all.json"}, sorted(files)
+    assert len({json.dumps(sorted(_flat(v))) for v in files.values()}) == 1, "metrics files with different keys"
+    assert files["all.json"]["probe"]["acc"] == summary["overall"]["probe"]["acc"]
+    assert files["all.json"]["images"] == summary["data"]["n_generated"]
     _git("add", "-A", cwd=repo)
     _git("commit", "-q", "-m", "repro", cwd=repo)
 
@@ -118,5 +129,5 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     _run([sys.executable, "-m", "taxadiffusion.sweep", "--out", "metrics/guidance_sweep.png"], repo, 300)
     table = pd.read_csv(repo / "metrics" / "guidance_sweep.csv")
     assert sorted(table["guidance_scale"]) == sorted([default_scale, 8.0])
-    assert table["overall.probe.fid"].notna().all()
+    assert table["probe.fid"].notna().all()
     assert (repo / "metrics" / "guidance_sweep.png").stat().st_size > 1000

@@ -26,13 +26,9 @@ STEPS = 250
 
 
 def _summary(scale, fid, acc):
-    """The parts of evaluate's summary.json that the sweep reads (plus a string leaf, as the real file has)."""
-    return {
-        "backbones": {"probe": {"impl": "small CNN", "resolution": 32}},
-        "data": {"n_generated": 36, "generation": {"sampler": ["pndm"], "steps": ["3"], "scale": [f"{float(scale)}"]}},
-        "overall": {"probe": {"fid": fid, "fid_class_mean": fid, "dist": 0.7,
-                              "acc": {"class": 0.5, "species": acc}}},
-    }
+    """evaluate's ``metrics/classes/all.json`` (the all-classes row the sweep reads), with a bool leaf as the real file."""
+    return {"images": 36, "species": 12, "real_images": 40, "scale": float(scale),
+            "probe": {"fid": fid, "dist": 0.7, "acc": {"class": 0.5, "species": acc}}, "fid_small_sample": False}
 
 
 def _data(rev, scale, summary, steps=STEPS):
@@ -40,7 +36,7 @@ def _data(rev, scale, summary, steps=STEPS):
         "rev": rev,
         "timestamp": "2026-11-25T19:57:29",
         "params": {"params.yaml": {"data": {"seed": 0, "guidance_scale": scale, "train": {"steps": steps}}}},
-        "metrics": {"metrics/summary.json": {"data": summary}} if summary is not None else {},
+        "metrics": {"metrics/classes/all.json": {"data": summary}} if summary is not None else {},
         "deps": {"stages/generate.py": {"hash": "627043fdf4cecd8530179140cd4cf644", "size": 291, "nfiles": None}},
         "outs": {},
         "meta": {},
@@ -76,7 +72,7 @@ def exp_show_doc() -> list:
             _exp("dishy-tods", "18965796456d5de34ef841631da959b62a218370", 4, _summary(6, 15.0, 0.25),
                  state="failed", error={"msg": "Experiment run failed", "type": ""}),
             _exp("slow-ones", "2e1553d5d516b8f5f756e8a26e474182cee8f8d6", 10, None, state="queued"),
-            # finished, but its summary.json was computed at another scale (stale metrics file)
+            # finished, but its metrics were computed at another scale (stale metrics file)
             _exp("stale-mets", "bb1553d5d516b8f5f756e8a26e474182cee8f8d6", 10, _summary(6, 15.0, 0.25)),
         ],
     }
@@ -87,14 +83,14 @@ def test_collect_keeps_finished_experiments_and_counts_the_rest():
     table, skipped = collect(exp_show_doc())
     assert table["experiment"].tolist() == ["scary-wise", "lushy-hake", "master", "dutch-vina", "more-steps"]
     assert table["guidance_scale"].tolist() == [0.0, 2.0, 6.0, 8.0, 8.0]
-    assert table["overall.probe.fid"].tolist() == [40.0, 30.0, 15.0, 21.0, 19.0]
-    assert table.loc[table.experiment == "dutch-vina", "overall.probe.acc.species"].isna().all()
+    assert table["probe.fid"].tolist() == [40.0, 30.0, 15.0, 21.0, 19.0]
+    assert table.loc[table.experiment == "dutch-vina", "probe.acc.species"].isna().all()
     assert table.loc[table.experiment == "master", "kind"].item() == "baseline"
     assert set(table["baseline"]) == {"master"}
     # an experiment that also changed a training param is flagged, the others are not
     assert table.set_index("experiment")["changed"].to_dict() == {
         "scary-wise": "", "lushy-hake": "", "master": "", "dutch-vina": "", "more-steps": "train.steps=500"}
-    assert skipped == {"failed": 1, "still queued": 1, "metrics/summary.json computed at another scale": 1}
+    assert skipped == {"failed": 1, "still queued": 1, "metrics/classes/all.json computed at another scale": 1}
 
 
 def test_collect_workspace_only_on_request():
@@ -110,8 +106,8 @@ def test_collect_no_experiments_is_one_clear_error():
 
 
 def test_collect_missing_metric_names_it_and_lists_available():
-    with pytest.raises(UserError, match=r"metric 'overall.inception.fid' not found .*overall.probe.fid"):
-        collect(exp_show_doc(), ["overall.inception.fid"])
+    with pytest.raises(UserError, match=r"metric 'inception.fid' not found .*probe.fid"):
+        collect(exp_show_doc(), ["inception.fid"])
 
 
 def test_cli_writes_plot_and_csv(tmp_path):
@@ -120,7 +116,7 @@ def test_cli_writes_plot_and_csv(tmp_path):
     out = tmp_path / "plots" / "guidance_sweep.png"
     proc = subprocess.run(
         [sys.executable, "-m", "taxadiffusion.sweep", "--json", str(doc), "--out", str(out),
-         "--metric", "overall.probe.fid", "--metric", "overall.probe.dist"],
+         "--metric", "probe.fid", "--metric", "probe.dist"],
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
         timeout=120,
     )
@@ -128,7 +124,7 @@ def test_cli_writes_plot_and_csv(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     csv = pd.read_csv(out.with_suffix(".csv"))
     assert list(csv.columns) == ["experiment", "rev", "kind", "baseline", "guidance_scale",
-                                 "overall.probe.fid", "overall.probe.dist", "changed"]
+                                 "probe.fid", "probe.dist", "changed"]
     assert csv["guidance_scale"].tolist() == [0.0, 2.0, 6.0, 8.0, 8.0]
     assert "skipped" in proc.stderr and "'failed': 1" in proc.stderr
 
@@ -139,7 +135,7 @@ def test_cli_writes_plot_and_csv(tmp_path):
         ("[]", [], "error: no experiment with params.yaml:guidance_scale"),
         ("{not json", [], "exp.json: not valid JSON (line 1"),
         ("{}", [], "expected a JSON list of revisions"),
-        (None, ["--metric", "overall.nope"], "error: metrics/summary.json: metric 'overall.nope' not found"),
+        (None, ["--metric", "nope"], "error: metrics/classes/all.json: metric 'nope' not found"),
         (None, ["--out", "sweep.txt"], "--out sweep.txt: use a .png, .svg or .pdf"),
     ],
 )

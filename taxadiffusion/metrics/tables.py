@@ -1,4 +1,5 @@
-"""Tables and plot data from ``summary.json``: Table S2 layout per class, a per-level table, bar-plot CSVs.
+"""Tables and plot data from ``summary.json``: Table S2 layout per class, a per-level table, bar-plot CSVs,
+and ``classes/<class>.json`` + ``classes/all.json``: the per-class table as DVC metrics files.
 
 Column names carry the backbone ("FID (inception)", "LPIPS (vgg)", "BioCLIP (bioclip-v1)", "FID (probe)").
 A FID over fewer than ``evaluate.min_images_for_fid`` images per side gets a † in the Markdown table (and
@@ -7,6 +8,11 @@ A FID over fewer than ``evaluate.min_images_for_fid`` images per side gets a †
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -96,6 +102,7 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     fid, lp, bio = _kinds(summary)
+    write_class_metrics(summary, out_dir / "classes")
     n_min = summary["data"]["min_images_for_fid"]
     classes = class_table(summary, levels)
     _write_csv(classes, out_dir / "class_metrics.csv")
@@ -131,3 +138,58 @@ def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
     _write_csv(pd.DataFrame({"level": levels, "acc_probe": [summary["per_level"][lv]["probe"]["acc"] for lv in levels],
                              **{f"fid_{n}": [summary["per_level"][lv][n]["fid"] for lv in levels] for n in fid}}),
                plots / "level_metrics.csv")
+
+
+def _metric_row(counts: dict, entry: dict, names: list[str], scale) -> dict:
+    """One row of the per-class metrics table; every file gets the same keys so that ``dvc metrics show``
+    lines them up as one table (rows = files, columns = keys)."""
+    row = {"images": counts["n_generated"], "species": counts["n_species"], "real_images": counts["n_real"],
+           "scale": scale}
+    for name in names:  # backbone sections, the numbers only (no pair counts, no descriptions)
+        values = entry.get(name) or {}
+        row[name] = {k: values[k] for k in ("fid", "lpips", "score", "dist", "acc") if k in values}
+    row["fid_small_sample"] = counts.get("fid_small_sample", False)
+    return row
+
+
+def _file_name(cls: str, taken: set) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", cls).strip("._") or "class"
+    name, k = f"{stem}.json", 1
+    while name.lower() in taken or name == "all.json":
+        k += 1
+        name = f"{stem}-{k}.json"
+    taken.add(name.lower())
+    return name
+
+
+def write_class_metrics(summary: dict, out_dir: str | Path) -> Path:
+    """``out_dir/<class>.json`` per class and ``out_dir/all.json`` (all classes pooled): what the ``evaluate``
+    stage declares as DVC metrics, so ``dvc metrics show`` prints the per-class table. The folder is built
+    under a temporary name and swapped in whole: no file of an earlier run (another dataset's class) survives."""
+    out_dir = Path(out_dir)
+    fid, lp, bio = _kinds(summary)
+    names = fid + [n for n in lp + bio if n not in fid]
+    scales = summary["data"].get("generation", {}).get("scale") or []
+    scale = float(scales[0]) if len(scales) == 1 else None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}.", dir=out_dir.parent))
+    try:
+        taken: set = set()
+        per = summary["per_class"]
+        for cls in sorted(per):
+            row = _metric_row(per[cls], per[cls], names, scale)
+            (tmp / _file_name(cls, taken)).write_text(json.dumps(row, indent=2) + "\n")
+        totals = {"n_generated": summary["data"]["n_generated"], "n_real": summary["data"]["n_real"],
+                  "n_species": sum(e["n_species"] for e in per.values()),
+                  "fid_small_sample": summary["data"]["n_generated"] < summary["data"]["min_images_for_fid"]}
+        row = _metric_row(totals, summary["overall"], names, scale)
+        (tmp / "all.json").write_text(json.dumps(row, indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        old = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
