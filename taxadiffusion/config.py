@@ -101,6 +101,14 @@ class TrainConfig:
     scratch: str = "scratch/train"  # resumable checkpoints, outside DVC outs
     num_workers: int = 0
 
+    def __post_init__(self):
+        # YAML 1.1 (PyYAML) reads an unquoted `no` as false, and `dvc exp run -S ...` rewrites params.yaml
+        # without the quotes: measured, `-S methods=[...]` turned `mixed_precision: "no"` into `no`.
+        if self.mixed_precision is False:
+            self.mixed_precision = "no"
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise UserError(f"params.yaml train.mixed_precision={self.mixed_precision!r}: expected no, bf16 or fp16")
+
 
 @dataclass
 class GenerateConfig:

@@ -175,3 +175,22 @@ def test_kill_and_resume_gives_the_same_files(data_workspace, tmp_path):
         a = (straight / "models/class" / name).read_bytes()
         b = (work / "models/class" / name).read_bytes()
         assert a == b, f"{name} differs after kill + resume"
+
+
+def test_params_rewritten_by_dvc_exp_run_still_load(tmp_path):
+    """`dvc exp run -S methods=[...]` rewrites params.yaml and drops the quotes of `mixed_precision: "no"`
+    (measured); PyYAML then reads false. Training must still get "no"; a wrong value is a one-line error."""
+    import yaml
+
+    from taxadiffusion.config import load_params
+    from taxadiffusion.errors import UserError
+
+    text = (REPO / "params.yaml").read_text()
+    assert 'mixed_precision: "no"' in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace('mixed_precision: "no"', "mixed_precision: no"))
+    assert yaml.safe_load(path.read_text())["train"]["mixed_precision"] is False
+    assert load_params(path).train.mixed_precision == "no"
+    path.write_text(text.replace('mixed_precision: "no"', "mixed_precision: fp8"))
+    with pytest.raises(UserError, match=r"train.mixed_precision='fp8': expected no, bf16 or fp16"):
+        load_params(path)
