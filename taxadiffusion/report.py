@@ -81,7 +81,7 @@ def build_report(metrics_dir: str | Path = "metrics", out: str | Path = "reports
     parts.append(
         f"<p class='note'>{data['n_generated']} generated images, {data['n_real']} real reference images "
         f"(real split: <code>{html.escape(data['real_split'])}</code>), generation resolution "
-        f"{data['generation_resolution'][0]}×{data['generation_resolution'][1]}.</p>"
+        f"{data['generation_resolution'][0]}×{data['generation_resolution'][1]}{_sampling_note(data)}.</p>"
     )
     parts.append("<h2>Per class (Table S2 layout)</h2>")
     parts.append(_html_table(classes, tuple(c for c in classes.columns if c.startswith("FID"))))
@@ -120,3 +120,11 @@ def build_report(metrics_dir: str | Path = "metrics", out: str | Path = "reports
     parts.append("</table></body></html>")
     write_text(out, "\n".join(parts) + "\n")
     return out
+
+
+def _sampling_note(data: dict) -> str:
+    """", sampled with pndm, 50 steps, taxaguide scale 2.0" from the manifest columns evaluate recorded."""
+    gen = data.get("generation") or {}
+    bits = [("sampled with ", "sampler", ""), ("", "steps", " steps"), ("", "guidance", ""), ("scale ", "scale", "")]
+    words = [f"{pre}{'/'.join(html.escape(str(v)) for v in gen[key])}{post}" for pre, key, post in bits if gen.get(key)]
+    return (", " + ", ".join(words[:2]) + (", " + " ".join(words[2:]) if words[2:] else "")) if words else ""

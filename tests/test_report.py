@@ -30,7 +30,7 @@ def test_report_stage_writes_self_contained_html(tmp_path):
     assert proc.returncode == 0, proc.stderr
     html = out.read_text()
     for text in ("Per class (Table S2 layout)", "FID (probe)", "Acc species (probe)", "Per taxonomic level",
-                 "Aves", "Reptilia", "†"):
+                 "Aves", "Reptilia", "†", "sampled with pndm, 10 steps, taxaguide scale 6.0"):
         assert text in html, text
     fid = summary["per_class"]["Aves"]["probe"]["fid"]
     assert f"{fid:.2f}" in html
