@@ -19,8 +19,7 @@ from taxadiffusion.metrics.probe import fit_probe_on_shards  # noqa: E402
 
 def main(args, params) -> None:
     config = fit_probe_on_shards(args.shards, args.out, params.level_names, params.probe)
-    logging.info("probe: %d train images, %d steps in %.1f s -> %s", config["train"]["n_images"],
-                 config["train"]["steps"], config["train"]["seconds"], args.out)
+    logging.info("probe: %d train images, %d steps -> %s", config["train"]["n_images"], config["train"]["steps"], args.out)
 
 
 if __name__ == "__main__":

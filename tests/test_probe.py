@@ -11,7 +11,7 @@ import torch
 
 from taxadiffusion.errors import UserError
 from taxadiffusion.metrics.data import read_generated
-from taxadiffusion.metrics.probe import load_probe, train_probe
+from taxadiffusion.metrics.probe import load_probe, save_probe, train_probe
 from test_metrics_data import LEVELS, WORLD, draw, make_params, run_stage, write_generated, write_params_yaml, write_shards
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -41,7 +41,13 @@ def test_probe_stage_trains_and_predicts(tmp_path):
         load_probe(tmp_path / "nothing", LEVELS)
 
 
-def test_training_is_deterministic_and_unseen_taxa_are_counted(tmp_path):
+def test_training_is_deterministic_and_unseen_taxa_are_counted(tmp_path, monkeypatch):
+    import itertools
+
+    import taxadiffusion.metrics.probe as probe_module
+
+    clock = itertools.accumulate(itertools.count(1.0))  # 1, 3, 6, 10, ...: every run "takes" a different time
+    monkeypatch.setattr(probe_module.time, "time", lambda: next(clock))
     images = np.stack([draw(w, i) for w in WORLD for i in range(4)])
     lineages = [w for w in WORLD for _ in range(4)]
     cfg = make_params(tmp_path).probe
@@ -49,6 +55,11 @@ def test_training_is_deterministic_and_unseen_taxa_are_counted(tmp_path):
     a, b = train_probe(images, lineages, LEVELS, cfg), train_probe(images, lineages, LEVELS, cfg)
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert torch.equal(va, vb), k
+    # models/probe is a DVC output: the same inputs must give the same bytes (no run time in config.json)
+    save_probe(a, tmp_path / "a")
+    save_probe(b, tmp_path / "b")
+    for name in ("config.json", "probe.safetensors"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     unknown = [("Aves", "Passeriformes", "Corvidae", "Corvus", "Corvus cornix")]
     acc = a.accuracy(a.features(images[:1]), unknown)
     assert acc["species"] == {"acc": None, "n": 0, "unseen": 1} and acc["class"]["n"] == 1

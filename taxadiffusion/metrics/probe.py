@@ -180,7 +180,7 @@ def train_probe(train_images: np.ndarray, train_lineages: list[tuple], levels: l
         sched.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    seconds = time.time() - start
+    seconds = time.time() - start  # logged only: a time in config.json would make models/probe's hash differ per run
     log.info("probe: %d steps in %.1f s (final loss %.3f)", cfg.steps, seconds, loss.item() if cfg.steps else float("nan"))
     config = {
         "levels": list(levels),
@@ -189,7 +189,7 @@ def train_probe(train_images: np.ndarray, train_lineages: list[tuple], levels: l
         "width": cfg.width,
         "feature_dim": net.feature_dim,
         "train": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "n_images": len(x_all),
-                  "seconds": round(seconds, 1), "augment": f"hflip, shift +-{shift_px}px, gaussian noise sigma<=0.1 (of [-1, 1])"},
+                  "augment": f"hflip, shift +-{shift_px}px, gaussian noise sigma<=0.1 (of [-1, 1])"},
     }
     return Probe(net.eval(), config)
 
