@@ -8,6 +8,7 @@ silently ignored).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -102,10 +103,6 @@ class TrainConfig:
     num_workers: int = 0
 
     def __post_init__(self):
-        # YAML 1.1 (PyYAML) reads an unquoted `no` as false, and `dvc exp run -S ...` rewrites params.yaml
-        # without the quotes: measured, `-S methods=[...]` turned `mixed_precision: "no"` into `no`.
-        if self.mixed_precision is False:
-            self.mixed_precision = "no"
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise UserError(f"params.yaml train.mixed_precision={self.mixed_precision!r}: expected no, bf16 or fp16")
 
@@ -224,13 +221,30 @@ def params_from_dict(data: dict) -> Params:
     return params
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans (only true/false), as DVC (ruamel) reads params.yaml.
+
+    YAML 1.1 also reads yes/no/on/off as booleans, and `dvc exp run -S ...` rewrites params.yaml without
+    quotes: measured, `-S methods=[...]` turned `mixed_precision: "no"` into `no`, which PyYAML read as false.
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read ``params.yaml`` into :class:`Params`; a missing or malformed file is a one-line error."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: file not found (run from the repository root)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_Yaml12Loader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -179,7 +179,8 @@ def test_kill_and_resume_gives_the_same_files(data_workspace, tmp_path):
 
 def test_params_rewritten_by_dvc_exp_run_still_load(tmp_path):
     """`dvc exp run -S methods=[...]` rewrites params.yaml and drops the quotes of `mixed_precision: "no"`
-    (measured); PyYAML then reads false. Training must still get "no"; a wrong value is a one-line error."""
+    (measured); YAML 1.1 reads false, params.yaml is read as YAML 1.2 (as DVC does). A wrong value is a
+    one-line error; true/false stay booleans."""
     import yaml
 
     from taxadiffusion.config import load_params
@@ -191,6 +192,8 @@ def test_params_rewritten_by_dvc_exp_run_still_load(tmp_path):
     path.write_text(text.replace('mixed_precision: "no"', "mixed_precision: no"))
     assert yaml.safe_load(path.read_text())["train"]["mixed_precision"] is False
     assert load_params(path).train.mixed_precision == "no"
+    path.write_text(text.replace("gradient_checkpointing: false", "gradient_checkpointing: true"))
+    assert load_params(path).train.gradient_checkpointing is True
     path.write_text(text.replace('mixed_precision: "no"', "mixed_precision: fp8"))
     with pytest.raises(UserError, match=r"train.mixed_precision='fp8': expected no, bf16 or fp16"):
         load_params(path)
