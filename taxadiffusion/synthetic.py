@@ -24,8 +24,6 @@ import colorsys
 import csv
 import io
 import math
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -566,32 +564,18 @@ def write_dataset(cfg: SynthesizeConfig) -> dict:
     world = build_world(cfg.seed, cfg.n_classes, cfg.images_per_species)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-images-", dir=out))
     rows = []
     total = sum(sp.n_images for sp in world.species)
-    try:
-        with tqdm(total=total, desc="synthesize", unit="img") as bar:
-            for s_idx, sp in enumerate(world.species):
-                for i in range(sp.n_images):
-                    img = render(sp.traits, image_rng(cfg.seed, s_idx, i), cfg.image_size)
-                    rel = image_name(sp, i)
-                    path = staging / rel
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    img.save(path, format="PNG")
-                    rows.append([rel, *(sp.lineage[lv] for lv in LEVELS)])
-                    bar.update(1)
-        images = out / "images"
-        trash = out / ".tmp-images-old"
-        if trash.exists():
-            shutil.rmtree(trash)
-        if images.exists():
-            images.rename(trash)
-        staging.rename(images)
-        if trash.exists():
-            shutil.rmtree(trash)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    with tio.atomic_dir(out / "images") as staging, tqdm(total=total, desc="synthesize", unit="img") as bar:
+        for s_idx, sp in enumerate(world.species):
+            for i in range(sp.n_images):
+                img = render(sp.traits, image_rng(cfg.seed, s_idx, i), cfg.image_size)
+                rel = image_name(sp, i)
+                path = staging / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                img.save(path, format="PNG")
+                rows.append([rel, *(sp.lineage[lv] for lv in LEVELS)])
+                bar.update(1)
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -33,7 +31,7 @@ import torch.nn.functional as F
 
 from .config import Params, TrainConfig
 from .errors import UserError
-from .io import atomic_path, write_json
+from .io import atomic_dir, atomic_path, write_json
 from .models.base import BaseModel, load_base
 from .models.conditioner import ConditionerConfig, TaxonomyConditioner, lineage_texts, species_prompt
 from .models.lora import LORA_FILE, add_lora, load_lora, lora_parameters, save_lora
@@ -410,15 +408,6 @@ def _resume(scratch: Path, fp: str, raw, opt, accelerator) -> int:
 def _write_outputs(out_dir: Path, raw: TrainModel, spec: TrainSpec, params: Params, has_lora: bool,
                    scratch: Path, live, summary: dict, log_dir: Path) -> None:
     """Write ``models/<name>/`` into a temp folder, then swap it in (atomic for the whole folder)."""
-    tmp = out_dir.parent / f".tmp-{out_dir.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    raw.conditioner.save(tmp)
-    if has_lora:
-        save_lora(raw.unet, tmp)
-    if spec.full_unet:
-        unet = raw.unet
-        unet.save_pretrained(tmp / "unet")
     if live is not None:
         live.end()
     # Training curves (dvclive) go next to the other metrics, not inside the cached model out.
@@ -440,7 +429,10 @@ def _write_outputs(out_dir: Path, raw: TrainModel, spec: TrainSpec, params: Para
         "model": asdict(params.model),
         "train": asdict(params.train),
     }
-    write_json(tmp / "train_config.json", config)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        raw.conditioner.save(tmp)
+        if has_lora:
+            save_lora(raw.unet, tmp)
+        if spec.full_unet:
+            raw.unet.save_pretrained(tmp / "unet")
+        write_json(tmp / "train_config.json", config)

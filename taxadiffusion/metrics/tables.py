@@ -9,15 +9,12 @@ A FID over fewer than ``evaluate.min_images_for_fid`` images per side gets a †
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_path, write_text
+from ..io import atomic_dir, atomic_path, write_text
 
 DAGGER = "†"
 
@@ -171,9 +168,7 @@ def write_class_metrics(summary: dict, out_dir: str | Path) -> Path:
     names = fid + [n for n in lp + bio if n not in fid]
     scales = summary["data"].get("generation", {}).get("scale") or []
     scale = float(scales[0]) if len(scales) == 1 else None
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         taken: set = set()
         per = summary["per_class"]
         for cls in sorted(per):
@@ -184,12 +179,4 @@ def write_class_metrics(summary: dict, out_dir: str | Path) -> Path:
                   "fid_small_sample": summary["data"]["n_generated"] < summary["data"]["min_images_for_fid"]}
         row = _metric_row(totals, summary["overall"], names, scale)
         (tmp / "all.json").write_text(json.dumps(row, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        old = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
