@@ -4,12 +4,13 @@ Run from the repository root:
 ``python benchmarks/bench_generate.py [--taxa 16] [--images 4] [--steps 50] [--batch-size 64] [--threads 2]
 [--reference per-image|per-taxon|none]``
 
-Setup (not timed): a level folder with random LoRA / condition-module weights on the shipped tiny base
-(``tests/model_fixtures.make_level_dir``) and a prepared table with ``--taxa`` test species in 2 classes.
+Setup (not timed): a species-level folder with random LoRA / condition-module weights on the shipped tiny
+base (written by ``taxadiffusion.models.level.write_level``, as training does) and a prepared table with
+``--taxa`` test species in 2 classes; params are the repository's params.yaml with the options below.
 
-1. **this stage**: ``taxadiffusion.generate.generate`` end to end (model loading, plan, sampling, PNG
+1. **this stage**: ``taxadiffusion.generation.generate`` end to end (model loading, plan, sampling, PNG
    writes, manifest), ``--taxa x --images`` images, PNDM, TaxaGuide scale 6.
-2. **reference**: the official inference style (method.md §3 "Generation loop"): one taxon at a time, the
+2. **reference**: the official inference style (docs/method.md §3 "Generation loop"): one taxon at a time, the
    condition module run for the taxon, then a stock diffusers ``StableDiffusionPipeline`` built from the tiny
    components (LoRA loaded with ``load_lora_weights``, PNDM from the base config, no safety checker) called
    with ``prompt_embeds`` = the lineage through levels 0..k and ``negative_prompt_embeds`` = the level-0
@@ -23,50 +24,67 @@ Prints the settings, images/s of both and the ratio (goal >= 2x).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from taxadiffusion.models.conditioner import TaxonomyConditioner, lineage_texts
+from taxadiffusion.models.text_cache import TextEmbeddingCache
+from taxadiffusion.config import Params, params_from_dict, read_params_dict  # noqa: E402
+from taxadiffusion.generation import generate  # noqa: E402
+from taxadiffusion.models.base import load_base  # noqa: E402
+from taxadiffusion.models.level import LevelConfig, build_level_model, write_level  # noqa: E402
+from taxadiffusion.specs import progressive_spec  # noqa: E402
 
-def setup(root: Path, n_taxa: int) -> None:
-    from model_fixtures import lineage, make_level_dir, make_prepared
-
-    rows = [(lineage(f"Class{t % 2}", f"Order{t % 2}", f"Family{t % 4}", f"Genus{t % 8}", f"sp{t}"), "test")
-            for t in range(n_taxa)]
-    make_prepared(root / "prepared", rows)
-    make_level_dir(root / "models" / "species")
-
-
-def make_params(root: Path, args):
-    from model_fixtures import TINY_BASE
-
-    from taxadiffusion.config import params_from_dict
-
-    return params_from_dict({
-        "num_inference_steps": args.steps,
-        "guidance_scale": 6.0,
-        "model": {"pretrained": str(TINY_BASE)},
-        "generate": {"sampler": "pndm", "batch_size": args.batch_size, "images_per_species": args.images,
-                     "max_species_per_class": 400, "out": str(root / "generated")},
-    })
+REPO = Path(__file__).resolve().parents[1]
 
 
-def run_stage(root: Path, params) -> float:
-    from taxadiffusion.generate import generate
+def make_params(args) -> Params:
+    """The repository's params.yaml on the shipped tiny base, with the benchmark's plan and sampler."""
+    data = read_params_dict(REPO / "params.yaml")
+    data.update(seed=0, num_inference_steps=args.steps, guidance_scale=6.0)
+    # the condition module of tests/model_fixtures (1 layer, ff 64), as the committed measurements used
+    data["model"].update(pretrained=str(REPO / "assets" / "tiny-base"), cond_layers=1, cond_ff=64)
+    data["generate"].update(sampler="pndm", guidance="taxaguide", batch_size=args.batch_size, target_level="species",
+                            images_per_species=args.images, max_species_per_class=400)
+    return params_from_dict(data)
 
+
+def setup(root: Path, params: Params, n_taxa: int) -> None:
+    """``--taxa`` test species in 2 classes, and a species-level folder with random non-zero LoRA weights."""
+    levels = params.level_names
+    rows = []
+    for t in range(n_taxa):
+        names = [f"Class{t % 2}", f"Order{t % 2}", f"Family{t % 4}", f"Genus{t % 8}", f"Genus{t % 8} sp{t}"]
+        rows.append({"path": f"img{t}.png", **dict(zip(levels, names)), "split": "test", "row": t + 1})
+    (root / "prepared").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(root / "prepared" / "table.parquet", index=False)
+    spec = progressive_spec(params.train, levels, levels[-1])
+    config = dataclasses.replace(LevelConfig.for_run(spec, params.train, params.model, levels, params.seed, None),
+                                 lora_rank=params.train.lora_rank, lora_alpha=params.train.lora_alpha)
+    unet, conditioner = build_level_model(load_base(params.model), config, None)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.02)  # peft leaves B at zero: a LoRA that changes the UNet
+    write_level(root / "models" / "species", config, unet, conditioner)
+
+
+def run_stage(root: Path, params: Params) -> float:
+    """What stages/generate.py runs."""
     start = time.perf_counter()
-    summary = generate(params, root / "models" / "species", root / "prepared", root / "generated")
+    summary = generate(params.generate, params.sampling, params.model, params.level_names, params.seed,
+                       root / "models" / "species", root / "prepared", root / "generated")
     seconds = time.perf_counter() - start
     assert summary["drawn_here"] == summary["images"], summary
     return seconds
@@ -74,12 +92,7 @@ def run_stage(root: Path, params) -> float:
 
 def run_reference(root: Path, params, mode: str) -> float:
     """One taxon at a time through a stock StableDiffusionPipeline (timed from the first taxon)."""
-    import pandas as pd
     from diffusers import PNDMScheduler, StableDiffusionPipeline
-
-    from taxadiffusion.models.base import load_base
-    from taxadiffusion.models.conditioner import TaxonomyConditioner, lineage_texts
-    from taxadiffusion.models.text_cache import TextEmbeddingCache
 
     level_dir = root / "models" / "species"
     levels = params.level_names
@@ -101,7 +114,7 @@ def run_reference(root: Path, params, mode: str) -> float:
     for _, group in manifest.groupby("taxon", sort=True):
         lin = {lv: group.iloc[0][lv] for lv in levels}
         with torch.no_grad():
-            hidden = cache.lineages([lineage_texts(levels, lin, k)])
+            hidden = cache.lineages([lineage_texts(levels, lin, k, species_text="as_written")])
             cond = conditioner(hidden, k)
             neg = conditioner(hidden, 0)  # TaxaGuide: the same lineage through the level-0 module only
         folder = out / str(group.iloc[0]["taxon"])
@@ -120,7 +133,6 @@ def run_reference(root: Path, params, mode: str) -> float:
 
 def compare_first(root: Path) -> str:
     """Max |pixel difference| between the stage's and the reference's first image (same seed)."""
-    import pandas as pd
     from PIL import Image
 
     row = pd.read_csv(root / "generated" / "manifest.csv", keep_default_na=False).iloc[0]
@@ -140,8 +152,6 @@ def main() -> None:
     parser.add_argument("--reference", default="per-image", choices=["per-image", "per-taxon", "none"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     n = args.taxa * args.images
     print(f"settings: tiny preset (32 px), {args.taxa} taxa x {args.images} images = {n}, PNDM {args.steps} steps, "
@@ -149,8 +159,8 @@ def main() -> None:
           f"reference {args.reference}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        setup(root, args.taxa)
-        params = make_params(root, args)
+        params = make_params(args)
+        setup(root, params, args.taxa)
         ours = run_stage(root, params)
         print(f"this stage : {ours:7.1f} s  {n / ours:6.2f} images/s  (end to end: load, plan, sample, PNG, manifest)")
         if args.reference != "none":

@@ -1,9 +1,10 @@
 """Stage `generate`: draw the Table S2 plan of test taxa with TaxaGuide (resumable, multi-process).
 
 Outputs (docs/architecture.md): ``<out>/plan.csv``, ``manifest.csv``, ``<class>/<taxon>/<index:04d>.png``
-(and ``settings.json``: what the images were drawn with; a run with other settings starts over).
+(and ``settings.json``: what the images were drawn with; a run with other settings starts over, once the
+new model has loaded). One run per output folder: a second one stops with the pid of the first.
 Run: ``python stages/generate.py [--params params.yaml] [--model models/<generate.target_level>]
-[--prepared data/prepared] [--out <generate.out>]``. Several processes share the images (rank r draws
+[--prepared data/prepared] [--out data/generated]``. Several processes share the images (rank r draws
 every N-th pending image): GPUs ``accelerate launch --num_processes N stages/generate.py ...``; CPU
 ``torchrun --nproc_per_node N stages/generate.py ...`` (``accelerate launch --cpu`` starts one process).
 """
@@ -11,19 +12,17 @@ every N-th pending image): GPUs ``accelerate launch --num_processes N stages/gen
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/generate.py`
-
-from taxadiffusion.cli import run_stage, stage_parser  # noqa: E402
-from taxadiffusion.generate import generate  # noqa: E402
+from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.generation import generate
 
 
 def main(args, params) -> None:
     start = time.perf_counter()
-    summary = generate(params, args.model, args.prepared, args.out)
+    model = args.model or f"models/{params.generate.target_level}"
+    summary = generate(params.generate, params.sampling, params.model, params.level_names, params.seed, model,
+                       args.prepared, args.out)
     if "stale_removed" in summary:  # rank 0 only
         seconds = time.perf_counter() - start
         logging.info(
@@ -37,5 +36,5 @@ if __name__ == "__main__":
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="trained level (default: models/<generate.target_level>)")
     parser.add_argument("--prepared", default="data/prepared", help="prepared table (default: data/prepared)")
-    parser.add_argument("--out", default=None, help="output folder (default: generate.out)")
+    parser.add_argument("--out", default="data/generated", help="output folder (default: data/generated)")
     run_stage(main, parser)

@@ -1,14 +1,14 @@
 """The generation plan: which taxa to draw and how many images each (supplement Table S2).
 
-Rule (method.md §5 "Images per taxon", [SUPP Table S2]): per class, classes with *more than*
+Rule (docs/method.md §5 "Images per taxon", [SUPP Table S2]): per class, classes with *more than*
 ``max_species_per_class`` taxa of the target level draw a seeded sample of that many taxa with
 ``images_per_species_capped`` images each (paper: 400 x 15); the other classes draw all their taxa with
 ``images_per_species`` images each (paper: 50). Taxa come from the TEST split of the prepared table.
 
 A taxon is a lineage prefix down to the target level (cut_off ``k``); levels below it are the literal
-``"None"``, as in the official generation loop (method.md §3). Image ``i`` of a taxon has a seed that is a
-stable hash of (generate.seed, lineage, i), so its pixels do not depend on batching or on which process
-draws it.
+``"None"``, as in the official generation loop (docs/method.md §3). Image ``i`` of a taxon has a seed that
+is a stable hash of (params.yaml ``seed``, lineage, i), so its pixels do not depend on batching or on which
+process draws it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .prepare import safe_name
+from .names import TreeNames
 
 NONE = "None"  # name of a level below the target level (official code: "<level>: None")
 SEED_MODULUS = 2**31 - 1  # sampling.sample also seeds a generator with seed + 1 (ddpm): stay below 2**31
@@ -81,7 +81,8 @@ def make_plan(
         bad = test[lv].isna() | (test[lv].astype(str).str.strip() == "")
         if bad.any():
             row = test.loc[bad, "row"].iloc[0] if "row" in test.columns else test.index[bad][0]
-            raise UserError(f"{where}: row {row}: field '{lv}' is empty (prepare keeps complete lineages only)")
+            raise UserError(f"{where}: row {row}: field '{lv}' is empty (prepare's test split holds complete "
+                            "lineages only; re-run prepare)")
     taxa = test[names].astype(str).drop_duplicates()
     rows = []
     for cls, group in sorted(taxa.groupby(levels[0], sort=False), key=lambda kv: kv[0]):
@@ -98,18 +99,23 @@ def make_plan(
 
 
 def taxon_dirs(plan: pd.DataFrame, levels: list[str], target_level: str) -> list[str]:
-    """Relative image folder per plan row: ``<class>/<target-level name>`` (file-safe names).
+    """Relative image folder per plan row: ``<class>/<target-level name>``, by the one name-to-path rule
+    (``names.py``): injective per folder, also case-insensitively, bounded length, no leading dots.
 
-    Two taxa whose safe names collide (homonyms under different parents, or names that differ only in
-    unsafe characters) get ``__2``, ``__3``... in plan order, so no image is overwritten.
+    Two taxa of a class with the same target-level name (homonyms under different parents) get two folders:
+    the second one is made unique from its whole lineage.
     """
     k = levels.index(target_level)
-    seen: dict[str, int] = {}
-    out = []
-    for cls, name in zip(plan[levels[0]], plan[levels[k]]):
-        rel = f"{safe_name(cls)}/{safe_name(name)}"
-        seen[rel.lower()] = seen.get(rel.lower(), 0) + 1  # lower(): case-insensitive file systems
-        out.append(rel if seen[rel.lower()] == 1 else f"{rel}__{seen[rel.lower()]}")
+    tree = TreeNames()
+    out: list[str] = []
+    given: set[str] = set()
+    for row in plan[levels[: k + 1]].itertuples(index=False):
+        cls, name = row[0], row[k]
+        rel = tree(cls, name)
+        if rel in given:  # the same (class, name) twice: a homonym; key it by its lineage instead
+            rel = tree(cls, "/".join(str(n) for n in row))
+        given.add(rel)
+        out.append(rel)
     return out
 
 

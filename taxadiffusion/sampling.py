@@ -1,27 +1,31 @@
-"""Sampling with TaxaGuide (method.md §3) or vanilla classifier-free guidance.
+"""The denoising loop: schedulers, per-image noise, and the TaxaGuide / CFG update (docs/method.md §3).
 
 TaxaGuide: the conditional branch is the lineage encoded up to the target level; the guidance ("negative")
 branch is the *same lineage* encoded with the level-0 module only. Update in the diffusers convention
 ``out = out_neg + s * (out_cond - out_neg)`` (s = ``guidance_scale``; the paper's ``(1+w)`` form with
 s = 1 + w). Both branches go through the UNet in one batched call. Outside ``guidance_range`` (fraction of
 the steps, official ``range_guidance``) a single conditional pass is used.
+
+This module knows tensors and schedulers only: what the contexts are and how the UNet is called (fixed
+shapes, ``sampler.py``) is decided by the caller.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from typing import Callable, Sequence
 
 import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 
-SAMPLERS = ("pndm", "ddpm", "ddim", "dpmsolver++")
+from .config import SAMPLERS, ModelConfig
+from .errors import UserError
+from .models.base import load_base
+from .models.text_cache import TextEmbeddingCache
 
 
 def make_scheduler(name: str, base_config: dict):
     """A diffusers scheduler of kind ``name`` configured from the base model's own schedule."""
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
-
-    from .errors import UserError
-
     config = {k: v for k, v in base_config.items() if k != "_class_name"}
     if name == "pndm":
         return PNDMScheduler.from_config({**config, "skip_prk_steps": True})
@@ -61,11 +65,13 @@ def sample(
     guidance_scale: float,
     guidance_range: Sequence[float] = (0.0, 1.0),
     dtype: torch.dtype = torch.float32,
+    on_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Denoise one batch; returns latents ``[B, *latent_shape]`` in float32.
 
     ``cond``/``neg``: ``[B, T, D]`` contexts. Stochastic samplers (ddpm) draw their per-step noise from
     per-image generators seeded from ``seeds``, so results do not depend on batch composition.
+    ``on_step()`` is called after every denoising step (progress bars).
     """
     device = cond.device
     scheduler.set_timesteps(num_inference_steps, device=device)
@@ -76,19 +82,15 @@ def sample(
     n = len(timesteps)
     cond = cond.to(dtype)
     neg = neg.to(dtype) if neg is not None else None
+    kwargs = {"generator": gens} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for i, t in enumerate(timesteps):
         guided = lo * n <= i <= hi * n
         model_in = scheduler.scale_model_input(latents, t).to(dtype)
         out = guided_step_output(unet, model_in, t, cond, neg, guidance_scale, guided).float()
-        kwargs = {"generator": gens} if _takes_generator(scheduler) else {}
         latents = scheduler.step(out, t, latents, **kwargs).prev_sample
+        if on_step is not None:
+            on_step()
     return latents
-
-
-def _takes_generator(scheduler) -> bool:
-    import inspect
-
-    return "generator" in inspect.signature(scheduler.step).parameters
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -111,12 +113,11 @@ def grid(images_uint8: torch.Tensor, rows: int):
 
 @torch.no_grad()
 def sample_captions_grid(base_dir, out_png, device="cpu", captions=None, per_caption=6, steps=50, scale=3.0):
-    """Preview of the pretrained tiny base: rows = captions, CFG against the empty caption."""
-    from .config import ModelConfig
-    from .models.base import load_base
-    from .models.text_cache import TextEmbeddingCache
-
-    base = load_base(ModelConfig(preset="tiny", pretrained=str(base_dir)), device=device)
+    """Preview of the pretrained tiny base (``pretrain.py --samples``): rows = captions, CFG against ``""``."""
+    # load_base reads preset, pretrained and revision only; the condition-module sizes are placeholders
+    cfg = ModelConfig(preset="tiny", pretrained=str(base_dir), revision=None, cache_latents=False, cond_layers=1,
+                      cond_heads=1, cond_ff=1, cond_dropout=0.0)
+    base = load_base(cfg, device=device)
     captions = captions or [
         "a long red striped animal with a forked tail",
         "a round blue spotted animal with a fan tail",

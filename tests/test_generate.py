@@ -1,11 +1,13 @@
 """Mass generation and the grid CLI on the tiny base (32 px, 4 steps) with real saved level folders:
 the Table S2 plan rule, identical PNG bytes across batch sizes / resume / processes, a SIGKILLed stage
-resumed by a two-process run, genus-level generation, and the unknown-taxon error."""
+resumed by a two-process run, genus-level generation, the unknown-taxon error, and the output folder's
+safety: a damaged model never costs the old images, one writer per folder, damaged PNGs are redrawn."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,9 +23,12 @@ from PIL import Image
 
 from conftest import REPO
 from model_fixtures import LEVELS, TINY_BASE, lineage, make_level_dir, make_prepared
+from params_util import params_dict
 from taxadiffusion.config import params_from_dict
+from taxadiffusion.draw import main, parse_lineage
 from taxadiffusion.errors import UserError
-from taxadiffusion.generate import check_model_dir, generate, main, parse_lineage
+from taxadiffusion.generation import LOCK_FILE, SETTINGS_FILE, generate, output_lock
+from taxadiffusion.models.level import check_level_dir
 from taxadiffusion.plan import NONE, image_seed, make_plan, plan_images, taxon_dirs
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -38,12 +43,14 @@ ROWS = [
 ]
 
 
-def params_dict(root: Path, **generate) -> dict:
-    # Aves: 4 test species > cap 3 -> 3 species x 1 image (capped); Reptilia: 1 species x 4 -> 7 images
-    g = {"batch_size": 7, "max_species_per_class": 3, "images_per_species_capped": 1, "images_per_species": 4,
-         "out": str(root / "generated")}
+def gen_params(**generate) -> dict:
+    """params.yaml with a small plan: Aves has 4 test species > cap 3 -> 3 species x 1 image (capped);
+    Reptilia 1 species x 4 -> 7 images; PNDM, 4 steps, TaxaGuide scale 6."""
+    g = {"sampler": "pndm", "guidance": "taxaguide", "batch_size": 7, "max_species_per_class": 3,
+         "images_per_species_capped": 1, "images_per_species": 4, "target_level": "species"}
     g.update(generate)
-    return {"num_inference_steps": 4, "model": {"pretrained": str(TINY_BASE)}, "generate": g}
+    return params_dict({"seed": 0, "num_inference_steps": 4, "guidance_scale": 6.0,
+                        "model.pretrained": str(TINY_BASE), "generate": g})
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +66,15 @@ def pngs(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
 
 
-def run(root, out, model="species", **generate):
-    params = params_from_dict(params_dict(root, **generate))
-    return generate_and_read(params, root / "models" / model, root / "prepared", out)
+def run(root, out, model="species", model_dir=None, **generate):
+    params = params_from_dict(gen_params(**generate))
+    return generate_and_read(params, model_dir or root / "models" / model, root / "prepared", out)
 
 
 def generate_and_read(params, model, prepared, out):
-    summary = generate(params, model, prepared, out)
+    """What stages/generate.py passes: the sections and plain values, not the whole Params."""
+    summary = generate(params.generate, params.sampling, params.model, params.level_names, params.seed, model,
+                       prepared, out)
     return summary, pngs(out)
 
 
@@ -104,7 +113,8 @@ def test_plan_at_genus_level_and_collision_safe_folders():
     assert (plan["species"] == NONE).all() and len(plan) == 3  # every class has 2 genera > cap 1 -> 1 genus each
     assert plan.set_index("class")["capped"].to_dict() == {"AtCap": True, "Big": True, "Small": True}
     homonyms = pd.DataFrame({lv: ["C", "C"] for lv in LEVELS[:3]} | {"genus": ["A/b", "A_b"], "species": ["x", "y"]})
-    assert taxon_dirs(homonyms, LEVELS, "genus") == ["C/A_b", "C/A_b__2"]
+    unsafe, safe = taxon_dirs(homonyms, LEVELS, "genus")  # names.py: a safe name is kept, an unsafe one hashed
+    assert safe == "C/A_b" and unsafe.startswith("C/A_b-") and len(unsafe) == len("C/A_b-") + 10
     images = plan_images(plan, LEVELS, "genus", seed=0)
     assert len(images) == 45 and images["path"].str.endswith("/0014.png").sum() == 3  # 3 genera x 15 images
 
@@ -140,16 +150,27 @@ def test_same_bytes_for_batch_sizes_1_and_7(world, reference):
     plan = pd.read_csv(out / "plan.csv")
     assert plan["n_images"].tolist() == [1, 1, 1, 4] and plan["capped"].tolist() == [True, True, True, False]
     assert len({Image.open(out / p).tobytes() for p in manifest["path"]}) == 7  # distinct images
-    # resume: delete 3 images, leave a half-written temp file and an image no longer in the plan
-    for rel in list(ref)[:3]:
+    # resume: delete 3 images, damage 2 (truncated; one flipped byte), leave a half-written temp file and an
+    # image no longer in the plan
+    names = list(ref)
+    for rel in names[:3]:
         (out / rel).unlink()
+    (out / names[3]).write_bytes(ref[names[3]][: len(ref[names[3]]) // 2])
+    flipped = bytearray(ref[names[4]])
+    flipped[len(flipped) // 2] ^= 0xFF
+    (out / names[4]).write_bytes(bytes(flipped))
     (out / "Aves" / "Corvus corax" / ".tmp-0000.png.abc").write_bytes(b"\x89PNG truncated")
     (out / "Aves" / "Old species").mkdir()
     (out / "Aves" / "Old species" / "0000.png").write_bytes(b"stale")
     summary, images = run(world, out, batch_size=2)
-    assert (summary["pending"], summary["drawn_here"], summary["stale_removed"]) == (3, 3, 1)
+    assert (summary["broken_removed"], summary["pending"], summary["drawn_here"], summary["stale_removed"]) == (
+        2, 5, 5, 1)
     assert images == ref and not (out / "Aves" / "Old species").exists()
-    assert not list(out.rglob(".tmp-*"))
+    assert not list(out.rglob(".tmp-*")) and not (out / LOCK_FILE).exists()
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    assert (settings["seed"], settings["settings"]) == (0, {"sampler": "pndm", "steps": 4, "scale": 6.0,
+                                                            "guidance": "taxaguide", "guidance_range": [0.0, 1.0],
+                                                            "dtype": "fp32"})
     # other settings: the old images are not mixed with new ones
     summary, images = run(world, out, batch_size=7, sampler="ddim")
     assert summary["removed"] == 7 and summary["drawn_here"] == 7
@@ -166,7 +187,7 @@ def test_genus_level_generation_and_grid_cli(world):
     assert set(manifest["species"]) == {NONE} and manifest["genus"].tolist()[0] == "Corvus"
     # the person-facing CLI draws the same images for the same lineage and seeds (tile i == image i)
     params = world / "params_genus.yaml"
-    params.write_text(json.dumps(params_dict(world, target_level="genus")))
+    params.write_text(json.dumps(gen_params(target_level="genus")))
     grid_png = world / "grid.png"
     main(["--lineage", "Reptilia/Squamata/Lacertidae/Lacerta", "-n", "2", "--zoom", "1", "--params", str(params),
           "--model", str(world / "models" / "genus"), "--taxonomy", str(world / "prepared" / "taxonomy.json"),
@@ -178,12 +199,12 @@ def test_genus_level_generation_and_grid_cli(world):
         assert np.array_equal(grid[:, 32 * i : 32 * (i + 1)], tile)
     # a genus-level model cannot draw species: its species module was never trained
     with pytest.raises(UserError, match="trained down to 'genus' only"):
-        check_model_dir(world / "models" / "genus", LEVELS, 4)
+        check_level_dir(world / "models" / "genus", LEVELS, 4)
 
 
 def test_unknown_taxon_is_one_line_with_the_closest_names(world, capsys):
     params = world / "params_cli.yaml"
-    params.write_text(json.dumps(params_dict(world)))
+    params.write_text(json.dumps(gen_params()))
     with pytest.raises(SystemExit) as exc:
         main(["--lineage", "Aves/Paseriformes/Corvidae", "--params", str(params),
               "--taxonomy", str(world / "prepared" / "taxonomy.json"), "--out", str(world / "x.png")])
@@ -202,6 +223,53 @@ def test_parse_lineage_epithets_and_names_with_slashes():
         parse_lineage("Actinopteri/Perciformes/Scorpaenoidei/Scorpaenidae/Scorpaenopsis/obtuse", known, LEVELS, "t")
 
 
+# ------------------------------------------------------------------------------------------ the output folder
+
+
+def test_a_damaged_model_does_not_cost_the_old_images(world, reference, tmp_path):
+    """New model files change the fingerprint, which removes the old images: the new model is loaded and
+    checked first, so a truncated condition.safetensors stops the run with the old images intact."""
+    out = tmp_path / "out"
+    shutil.copytree(world / "ref", out)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    model = shutil.copytree(world / "models" / "species", tmp_path / "species")
+    weights = model / "condition.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(UserError) as exc:
+        run(world, out, batch_size=1, model_dir=model)
+    message = str(exc.value)
+    assert len(message.splitlines()) == 1 and str(weights) in message and "unreadable weights" in message
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    (model / "condition.safetensors").unlink()
+    with pytest.raises(UserError, match=r"condition\.safetensors: missing from the trained level"):
+        run(world, out, batch_size=1, model_dir=model)
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+def test_one_writer_per_output_folder(world, tmp_path):
+    """A second run on a folder another process is writing stops at once, naming the holder's pid, and
+    writes nothing; a killed holder's lock is gone with it (its file stays, and is taken over)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from taxadiffusion.generation import output_lock\n"
+         "with output_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=rf"another generate run \(pid {holder.pid}\) is writing here"):
+            run(world, out, batch_size=7)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / LOCK_FILE).read_text().strip() == str(holder.pid)  # left by the killed holder, unlocked
+    with output_lock(out):  # the kernel released the dead holder's lock; ours replaces its pid
+        assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())
+    assert not (out / LOCK_FILE).exists()
+
+
 # ------------------------------------------------------------------------------------------ the stage
 
 
@@ -216,11 +284,11 @@ def test_stage_two_processes_killed_then_resumed(world, reference, tmp_path):
     resumed run draws just the missing images, byte-identical to the batch-1 reference."""
     out = tmp_path / "out"
     params = tmp_path / "params.yaml"
-    params.write_text(json.dumps(params_dict(world, batch_size=1, out=str(out))))
+    params.write_text(json.dumps(gen_params(batch_size=1)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(REPO / "stages" / "generate.py"), "--params", str(params), "--model", str(world / "models" / "species"),
-           "--prepared", str(world / "prepared")]
+           "--prepared", str(world / "prepared"), "--out", str(out)]
     log = tmp_path / "killed.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=sink, stderr=sink)

@@ -9,9 +9,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from model_fixtures import tiny_model_config
+from model_fixtures import make_level_dir, tiny_model_config
 from taxadiffusion.errors import UserError
-from taxadiffusion.generate import FixedRowsUNet, fixed_rows
+from taxadiffusion.models.base import load_base
+from taxadiffusion.models.taxa import load_taxa_model
+from taxadiffusion.sampler import FixedRowsUNet, fixed_rows, prepare_unet_for_sampling
 from taxadiffusion.sampling import guided_step_output, initial_noise, make_scheduler, sample
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -73,8 +75,11 @@ def test_one_sample_step_matches_the_formula_through_the_scheduler():
 def test_guidance_range_limits_the_guided_steps():
     cond, neg = contexts(2)
     unet = StubUNet()
-    sample(unet, make_scheduler("ddim", SCHED), cond, neg, [1, 2], (2, 4, 4), 4, 6.0, guidance_range=(0.5, 1.0))
+    steps = []
+    sample(unet, make_scheduler("ddim", SCHED), cond, neg, [1, 2], (2, 4, 4), 4, 6.0, guidance_range=(0.5, 1.0),
+           on_step=lambda: steps.append(len(unet.calls)))
     assert [b for b, _ in unet.calls] == [2, 2, 4, 4]  # steps 0,1 conditional only; 2,3 guided (i >= 0.5 * 4)
+    assert steps == [1, 2, 3, 4]  # on_step after each step's (one) UNet call
 
 
 def test_initial_noise_is_per_image():
@@ -103,8 +108,6 @@ def test_fixed_rows_calls_have_one_shape_and_keep_order():
 def test_real_unet_rows_do_not_depend_on_the_batch():
     """The property the generator relies on: with fixed-shape calls, a row's output is bit-identical whether
     it comes alone or with 6 others (plain batched calls differ in the last bits on CPU)."""
-    from taxadiffusion.models.base import load_base
-
     unet = load_base(tiny_model_config()).unet
     g = torch.Generator().manual_seed(0)
     x, ctx = torch.randn(7, 12, 16, 16, generator=g), torch.randn(7, 32, 64, generator=g)
@@ -119,11 +122,6 @@ def test_real_unet_rows_do_not_depend_on_the_batch():
 
 def test_merged_lora_unet_matches_the_loaded_adapter(tmp_path):
     """Sampling folds the LoRA into the weights: same outputs as the adapter, and not the bare base."""
-    from model_fixtures import make_level_dir
-    from taxadiffusion.generate import prepare_unet_for_sampling
-    from taxadiffusion.models.base import load_base
-    from taxadiffusion.models.taxa import load_taxa_model
-
     model = load_taxa_model(make_level_dir(tmp_path / "species"), tiny_model_config())
     g = torch.Generator().manual_seed(0)
     x, ctx, t = torch.randn(2, 12, 16, 16, generator=g), torch.randn(2, 32, 64, generator=g), torch.tensor(300)
