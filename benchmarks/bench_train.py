@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,18 +22,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from taxadiffusion import animals, synthetic, training
+from taxadiffusion.base_stage import prepare_base
+from taxadiffusion.config import params_from_dict, read_params_dict, section_from_dict
+from taxadiffusion.models.base import load_base
+from taxadiffusion.models.conditioner import ConditionerConfig, TaxonomyConditioner, lineage_texts
+from taxadiffusion.models.lora import add_lora, lora_parameters
+from taxadiffusion.models.tiny import write_tokenizer
+from taxadiffusion.sampler import prepare_unet_for_sampling
+from taxadiffusion.sampling import make_scheduler, sample
+from taxadiffusion.shard import load_split_arrays
+from taxadiffusion.specs import TrainSpec, progressive_spec
 
-from taxadiffusion.config import ModelConfig, params_from_dict  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def build_random_sd15(folder: Path, resolution: int) -> None:
     """SD1.5 UNet/VAE/CLIP-L from the configs in assets/sd15 with random weights (UNet sample_size reduced)."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from taxadiffusion.models.tiny import write_tokenizer
 
     sd = REPO / "assets" / "sd15"
     torch.manual_seed(0)
@@ -50,9 +57,6 @@ def build_random_sd15(folder: Path, resolution: int) -> None:
 def make_shards(work: Path, resolution: int, n: int = 64) -> Path:
     """A few synthetic animals as shards at ``resolution`` (the same writer the shard stage uses)."""
     import webdataset as wds
-    from PIL import Image
-
-    from taxadiffusion import synthetic
 
     world = synthetic.build_world(0, 3, (2, 8))
     out = work / "shards" / "train"
@@ -61,7 +65,7 @@ def make_shards(work: Path, resolution: int, n: int = 64) -> Path:
     with wds.TarWriter(str(out / "shard-000000.tar")) as sink:
         for i in range(n):
             taxon = world.species[i % len(world.species)]
-            img = synthetic.render(taxon.traits, rng, size=resolution)
+            img = animals.render(taxon.traits, rng, size=resolution)
             sink.write({"__key__": f"{i:09d}", "png": img, "json": {"lineage": taxon.lineage, "row": i, "path": f"{i}.png"}})
     index = {"levels": synthetic.LEVELS, "resolution": resolution,
              "train": {"shards": ["train/shard-000000.tar"], "count": n}, "test": {"shards": [], "count": 0}}
@@ -74,13 +78,10 @@ def reference_loop(params, base, lineages, images, steps: int, batch: int) -> fl
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
 
-    from taxadiffusion.models.conditioner import ConditionerConfig, TaxonomyConditioner, lineage_texts
-    from taxadiffusion.models.lora import add_lora, lora_parameters
-
     levels = params.level_names
     torch.manual_seed(0)
     cond = TaxonomyConditioner(ConditionerConfig(levels, base.text_hidden, 2, 8, 2048))
-    add_lora(base.unet)
+    add_lora(base.unet, 4, 4)
     cond.requires_grad_(False)
     cond.encoders[0].requires_grad_(True)
     trainable = lora_parameters(base.unet) + list(cond.encoders[0].parameters())
@@ -95,7 +96,7 @@ def reference_loop(params, base, lineages, images, steps: int, batch: int) -> fl
         x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
         with torch.no_grad():
             latents = base.vae.encode(x).latent_dist.sample() * base.scaling_factor
-            texts = [t for i in idx for t in lineage_texts(levels, lineages[i])]
+            texts = [t for i in idx for t in lineage_texts(levels, lineages[i], species_text="as_written")]
             ids = base.tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
             hidden = base.text_encoder(ids)[0].view(batch, len(levels), 77, -1)
         noise = torch.randn_like(latents)
@@ -113,33 +114,29 @@ def reference_loop(params, base, lineages, images, steps: int, batch: int) -> fl
 
 
 def bench_a(resolution: int, batch: int, steps: int) -> dict:
-    from taxadiffusion import training
-    from taxadiffusion.models.base import load_base, prepare_base
-    from taxadiffusion.shard import load_split_arrays
-
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         t0 = time.perf_counter()
         build_random_sd15(work / "sd15", resolution)
         shards = make_shards(work, resolution)
-        params_dict = {
-            "model": {"preset": "sd15", "pretrained": str(work / "sd15"), "cache_latents": True,
-                      "cond_layers": 2, "cond_heads": 8, "cond_ff": 2048},
-            "train": {"steps": steps + 1, "batch_size": batch, "checkpoint_every": 0, "log_every": 1},
-        }
-        params = params_from_dict(params_dict)
-        prepare_base(params.model, work / "models1" / "base", shards=shards, latents_dir=work / "latents")
+        data = read_params_dict(REPO / "params.yaml")
+        data["model"].update(preset="sd15", pretrained=str(work / "sd15"), cache_latents=True, cond_layers=2,
+                             cond_heads=8, cond_ff=2048)
+        data["train"].update(steps=steps + 1, batch_size=batch, checkpoint_every=0, log_every=1)
+        params = params_from_dict(data)
+        prepare_base(params.model, work / "models1" / "base", shards, work / "latents")
         print(f"setup (random SD1.5 at {resolution}px, latent cache) {time.perf_counter() - t0:.1f}s", flush=True)
-        spec = training.progressive_spec(params, "class")
         # Steady state, as the reference loop: the loop time of a 1-step run is subtracted from that of a
         # (steps+1)-step run, so the first step (allocator warm-up, first text-cache fills) is left out of both.
         loops = {}
         for n in (1, steps + 1):
-            run_params = params_from_dict({**params_dict, "train": {**params_dict["train"], "steps": n,
-                                                                    "scratch": str(work / f"scratch{n}")}})
-            summary = training.train(run_params, spec, models_dir=work / f"models{n}", shards=shards,
-                                     latents_dir=work / "latents", log_dir=work / f"log{n}")
+            cfg = section_from_dict("train", {**data["train"], "steps": n})
+            summary = training.train(cfg, progressive_spec(cfg, params.level_names, "class"), model_cfg=params.model,
+                                     levels=params.level_names, seed=params.seed, parent_dir=None,
+                                     out_dir=work / f"models{n}" / "class", shards=shards,
+                                     latents_dir=work / "latents", scratch=work / f"scratch{n}",
+                                     log_dir=work / f"log{n}")
             loops[n] = summary["seconds_this_run"]
             print(f"trainer: {n} steps, loop {loops[n]:.1f}s", flush=True)
         ours = steps * batch / (loops[steps + 1] - loops[1])
@@ -155,18 +152,15 @@ def bench_a(resolution: int, batch: int, steps: int) -> dict:
 
 
 def bench_b() -> dict:
-    from taxadiffusion.models.base import load_base
-    from taxadiffusion.models.conditioner import ConditionerConfig, TaxonomyConditioner
-    from taxadiffusion.models.lora import add_lora
-    from taxadiffusion.sampling import make_scheduler, sample
-    from taxadiffusion.training import TrainModel, TrainSpec, configure_trainable
-
     torch.set_num_threads(2)
-    base = load_base(ModelConfig(preset="tiny", pretrained=str(REPO / "assets" / "tiny-base")))
-    add_lora(base.unet)
+    base = load_base(section_from_dict("model", {**read_params_dict(REPO / "params.yaml")["model"],
+                                                 "pretrained": str(REPO / "assets" / "tiny-base")}))
+    add_lora(base.unet, 4, 4)
     cond = TaxonomyConditioner(ConditionerConfig(list("abcde"), 64, 2, 4, 256))
-    configure_trainable(base.unet, cond, TrainSpec("class", None, 0, (0,), True))
-    model = TrainModel(base.unet, cond)
+    spec = TrainSpec(name="class", parent=None, cut_off=0, train_levels=(0,), train_lora=True, full_unet=False,
+                     random_cut_off=False, prompt_only=False, lr=1e-3, steps=1)
+    training.configure_trainable(base.unet, cond, spec)
+    model = training.TrainModel(base.unet, cond)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     times = []
     for i in range(6):
@@ -179,8 +173,6 @@ def bench_b() -> dict:
             times.append(time.perf_counter() - t0)
     step_s = float(np.median(times))
     model.eval()
-    from taxadiffusion.generate import prepare_unet_for_sampling
-
     # The sampler core: 64 images in one batch (128 UNet rows per step while guided), PNDM 250 steps, scale 6.
     prepare_unet_for_sampling(base.unet)
     ctx = torch.randn(64, 32, 64)
@@ -195,14 +187,15 @@ def bench_b() -> dict:
 def _generate_stage_64x250() -> float:
     """The same 64 images through the ``generate`` stage end to end (load, plan, fixed-row UNet chunks,
     PNG writes, manifest): 16 taxa x 4 images, the setup of ``bench_generate.py``."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import bench_generate
+    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "benchmarks" / "bench_generate.py")
+    bench_generate = importlib.util.module_from_spec(spec)  # the sibling benchmark script, not the package
+    spec.loader.exec_module(bench_generate)
 
     root = Path(tempfile.mkdtemp(prefix="bench-train-gen-"))
     try:
-        bench_generate.setup(root, 16)
-        args = argparse.Namespace(steps=250, batch_size=64, images=4)
-        return bench_generate.run_stage(root, bench_generate.make_params(root, args))
+        params = bench_generate.make_params(argparse.Namespace(steps=250, batch_size=64, images=4))
+        bench_generate.setup(root, params, 16)
+        return bench_generate.run_stage(root, params)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,26 +1,27 @@
 """Stage `base`: resolve and verify the base model (tiny: shipped weights + hashes; sd15: load once and
-cache the VAE latents of the training images). Writes models/base/base.json."""
+cache the VAE posteriors of the training images in latent chunks). Writes <out>/base.json and <latents>/.
 
-import sys
-from pathlib import Path
+    python stages/base.py --shards data/shards --out models/base --latents data/latents
+"""
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from __future__ import annotations
 
-from taxadiffusion.cli import run_stage, stage_parser  # noqa: E402
-from taxadiffusion.models.base import prepare_base  # noqa: E402
+import logging
+
+from taxadiffusion.base_stage import prepare_base
+from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.device import default_device
 
 
-def main(args, params):
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    info = prepare_base(params.model, args.out, shards=args.shards, latents_dir=args.latents, device=device)
-    print({k: v for k, v in info.items() if k not in ("files", "recipe")})
+def main(args, params) -> None:
+    info = prepare_base(params.model, args.out, args.shards, args.latents, resolution=params.dataset.resolution,
+                        device=default_device())
+    logging.info("base: %s", {k: v for k, v in info.items() if k not in ("files", "recipe")})
 
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--out", default="models/base")
-    parser.add_argument("--shards", default="data/shards")
-    parser.add_argument("--latents", default="data/latents")
+    parser.add_argument("--shards", default="data/shards", help="WebDataset shards (default: data/shards)")
+    parser.add_argument("--out", default="models/base", help="output folder (default: models/base)")
+    parser.add_argument("--latents", default="data/latents", help="latent cache folder (default: data/latents)")
     run_stage(main, parser)

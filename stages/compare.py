@@ -1,17 +1,24 @@
-"""Stage `compare`: metrics/methods.csv / .md, one row per method of params.yaml `methods`."""
+"""Stage `compare`: <out>/methods.csv / .md, one row per method of params.yaml `methods`.
 
-import sys
-from pathlib import Path
+    python stages/compare.py --methods-dir metrics/methods --out metrics
+"""
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from __future__ import annotations
 
-from taxadiffusion.cli import run_stage, stage_parser  # noqa: E402
-from taxadiffusion.methods import compare  # noqa: E402
+import logging
+
+from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.methods import compare
 
 
-def main(args, params):
-    print(compare(params).to_string(index=False))
+def main(args, params) -> None:
+    table = compare(params.methods, params.level_names, args.methods_dir, args.out)
+    logging.info("%s", table.to_string(index=False))
 
 
 if __name__ == "__main__":
-    run_stage(main, stage_parser(__doc__.splitlines()[0]))
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--methods-dir", default="metrics/methods",
+                        help="per-method summaries <dir>/<m>/summary.json (default: metrics/methods)")
+    parser.add_argument("--out", default="metrics", help="folder of methods.csv / methods.md (default: metrics)")
+    run_stage(main, parser)

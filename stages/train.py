@@ -1,32 +1,40 @@
 """Stage `train@<level>`: progressive training of one taxonomic level (see taxadiffusion/training.py).
 
-    python stages/train.py --level class
+    python stages/train.py --level class --parent models/base --out models/class --shards data/shards \\
+        --latents data/latents --scratch scratch/train/class --log-dir metrics/train/class
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
-        --dynamo_backend no stages/train.py --level class
+        --dynamo_backend no stages/train.py --level class ...                # 2-process DDP (CPU: gloo)
+
+``--parent`` is the folder of the level's parent (``levels.<level>.parent`` in params.yaml); level 0's is
+``models/base``, which holds no trained level: level 0 starts from the base model.
 """
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import logging
 
-from taxadiffusion.cli import run_stage, stage_parser  # noqa: E402
-from taxadiffusion.training import progressive_spec, train  # noqa: E402
+from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.specs import progressive_spec
+from taxadiffusion.training import train
 
 
-def main(args, params):
-    spec = progressive_spec(params, args.level)
-    summary = train(params, spec, models_dir=args.models, shards=args.shards, latents_dir=args.latents,
-                    log_dir=args.log_dir or f"metrics/train/{spec.name}", max_steps_this_run=args.max_steps_this_run)
-    print(summary)
+def main(args, params) -> None:
+    levels = params.level_names
+    spec = progressive_spec(params.train, levels, args.level)
+    summary = train(params.train, spec, model_cfg=params.model, levels=levels, seed=params.seed,
+                    parent_dir=args.parent, out_dir=args.out, shards=args.shards, latents_dir=args.latents,
+                    scratch=args.scratch, log_dir=args.log_dir, max_steps_this_run=args.max_steps_this_run)
+    logging.info("train %s: %s", spec.name, summary)
 
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--level", required=True, help="taxonomic level to train (a key of params.yaml `levels`)")
-    parser.add_argument("--models", default="models")
-    parser.add_argument("--shards", default="data/shards")
-    parser.add_argument("--latents", default="data/latents")
-    parser.add_argument("--log-dir", default=None, help="training curves (default: metrics/train/<level>)")
+    parser.add_argument("--parent", required=True, help="the parent level's folder (level 0: models/base)")
+    parser.add_argument("--out", required=True, help="the level's folder (models/<level>)")
+    parser.add_argument("--shards", default="data/shards", help="WebDataset shards (default: data/shards)")
+    parser.add_argument("--latents", default="data/latents", help="cached latents (default: data/latents)")
+    parser.add_argument("--scratch", required=True, help="resumable step checkpoints (scratch/train/<level>)")
+    parser.add_argument("--log-dir", required=True, help="training curves + run.json (metrics/train/<level>)")
     parser.add_argument("--max-steps-this-run", type=int, default=None, help="stop after this many steps (resume tests)")
     run_stage(main, parser)

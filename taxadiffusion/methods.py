@@ -3,105 +3,111 @@
 ``methods`` in params.yaml selects them: ``taxadiffusion`` (the main pipeline's own numbers), ``sd`` (the
 base model, no fine-tuning, prompted with the species name), ``lora`` (one LoRA stage on the species name),
 ``full`` (full fine-tuning on the species name), ``joint`` (all levels trained together), ``random_level``
-(a random level per step) and ``cfg`` (TaxaDiffusion sampled with vanilla CFG instead of TaxaGuide).
-Each non-default method trains into ``models/methods/<m>``, generates into ``data/methods/<m>`` and is
-evaluated into ``metrics/methods/<m>/``; ``compare`` writes ``metrics/methods.csv`` / ``.md``.
+(a random level per step) and ``cfg`` (TaxaDiffusion sampled with vanilla CFG instead of TaxaGuide); what
+each trains: :func:`taxadiffusion.specs.method_spec`. Stage ``method_train@<m>`` trains a method's model,
+``method@<m>`` generates and evaluates with it, ``compare`` writes one row per method. Every path comes
+from the stage's arguments (dvc.yaml).
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import dataclasses
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from .config import Params
+from .config import EvaluateConfig, GenerateConfig, ModelConfig, SamplingConfig, TrainConfig
 from .errors import UserError
-from .io import write_json, write_text
-from .training import METHODS, method_spec, train
+from .files import read_json, write_json, write_text
+from .generation import generate
+from .metrics.evaluate import evaluate
+from .models.level import LevelConfig, write_level
+from .specs import BUDGETS, LABELS, PAPER_FISHNET, check_methods, method_spec
+from .training import train
 
-# Species-level numbers of the paper on FishNet (method.md §6; via a third-party summary, unverified).
-PAPER_FISHNET = {
-    "sd": (61.93, 0.7737, 3.35),
-    "lora": (43.91, 0.7574, 7.61),
-    "full": (39.41, 0.7574, 8.31),
-    "taxadiffusion": (31.87, 0.7319, 10.43),
-    "joint": (32.43, 0.7487, 9.32),
-    "random_level": (29.53, 0.7429, 9.85),
-    "cfg": (47.61, 0.7313, 9.45),  # the guidance ablation's vanilla-CFG row
-}
-LABELS = {
-    "sd": "SD (base, zero-shot)",
-    "lora": "SD + LoRA",
-    "full": "SD + full fine-tuning",
-    "taxadiffusion": "TaxaDiffusion (progressive, TaxaGuide)",
-    "joint": "Ablation: all levels jointly",
-    "random_level": "Ablation: random level per step",
-    "cfg": "Ablation: vanilla CFG instead of TaxaGuide",
-}
+# methods drawn from the main pipeline's final level (`--final`) rather than a model of their own
+FROM_FINAL = ("taxadiffusion", "cfg")
+METHOD_FILE = "method.json"  # what a method samples from and how long it trained (copied next to its metrics)
 
 
-def check_methods(methods: list) -> list[str]:
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"params.yaml methods: unknown {unknown}; choose from {', '.join(METHODS)}")
-    return list(methods)
-
-
-def train_method(params: Params, method: str, root: str | Path = ".") -> Path:
-    """Stage ``method_train@<m>``: train the method's model into ``models/methods/<m>``.
+def train_method(method: str, cfg: TrainConfig, *, model_cfg: ModelConfig, levels: list[str], seed: int,
+                 out_dir: str | Path, shards: str | Path, latents_dir: str | Path, scratch: str | Path,
+                 log_dir: str | Path) -> Path:
+    """Stage ``method_train@<m>``: train the method's model into ``out_dir``.
 
     Methods without training of their own still get a folder with ``method.json`` (what they sample
     from), so every ``method_train@<m>`` has the same declared output.
     """
     check_methods([method])
-    root = Path(root)
-    levels = params.level_names
-    model_dir = root / "models" / "methods" / method
-    spec = method_spec(params, method)
+    out_dir = Path(out_dir)
+    spec = method_spec(cfg, levels, method)
     if spec is not None:
-        train(params, spec, models_dir=root / "models", shards=root / "data" / "shards",
-              latents_dir=root / "data" / "latents", log_dir=root / "metrics" / "train" / spec.name)
+        train(cfg, spec, model_cfg=model_cfg, levels=levels, seed=seed, parent_dir=None, out_dir=out_dir,
+              shards=shards, latents_dir=latents_dir, scratch=scratch, log_dir=log_dir)
     elif method == "sd":  # the base model alone, prompted with the species name
-        write_json(model_dir / "train_config.json",
-                   {"levels": levels, "level": levels[-1], "level_index": len(levels) - 1, "prompt_only": True})
-    note = {"method": method, "description": LABELS[method],
-            "samples_from": str(model_dir) if method not in ("taxadiffusion", "cfg") else f"models/{levels[-1]}"}
-    write_json(model_dir / "method.json", note)
-    return model_dir
+        write_level(out_dir, LevelConfig.base_only(f"methods/{method}", model_cfg, levels, seed, cfg.species_text),
+                    None, None)
+    samples_from = "the main pipeline's final level" if method in FROM_FINAL else str(out_dir)
+    steps = spec.steps if spec is not None else (0 if method == "sd" else cfg.steps * len(levels))
+    write_json(out_dir / METHOD_FILE, {
+        "method": method, "description": LABELS[method], "samples_from": samples_from, "train_steps": steps,
+        # the protocol that set a trained baseline's steps (train.baseline_budget); the others have none
+        "budget": cfg.baseline_budget if spec is not None else None,
+    })
+    return out_dir
 
 
-def sample_method(params: Params, method: str, root: str | Path = ".") -> dict:
-    """Stage ``method@<m>``: generate with the method's model and evaluate into ``metrics/methods/<m>``."""
-    from .generate import generate
-    from .metrics.evaluate import evaluate
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamplePaths:
+    """The folders ``method@<m>`` reads and writes (stage arguments)."""
 
+    model: Path  # the method's own model (method_train@<m>)
+    final: Path  # the main pipeline's final level (taxadiffusion, cfg)
+    prepared: Path
+    shards: Path
+    probe: Path
+    main_summary: Path  # the main pipeline's metrics/summary.json (the taxadiffusion row)
+    cache: Path  # real-image feature cache
+    images: Path  # generated images
+    out: Path  # metrics/methods/<m>
+
+
+def sample_method(method: str, *, generate_cfg: GenerateConfig, sampling: SamplingConfig, evaluate_cfg: EvaluateConfig,
+                  model_cfg: ModelConfig, levels: list[str], seed: int, paths: SamplePaths) -> dict:
+    """Stage ``method@<m>``: generate with the method's model and evaluate into ``paths.out``.
+
+    Baselines and ablations draw at the finest level (their models are conditioned on the species);
+    ``cfg`` is the main pipeline's model and target level, sampled with vanilla CFG.
+    """
     check_methods([method])
-    root = Path(root)
-    levels = params.level_names
-    out_metrics = root / "metrics" / "methods" / method
-    gen_dir = root / "data" / "methods" / method
+    if not (paths.model / METHOD_FILE).is_file():
+        raise UserError(f"{paths.model / METHOD_FILE}: missing; run `dvc repro method_train@{method}` first")
+    info = read_json(paths.model / METHOD_FILE)  # its steps and budget, for compare
     if method == "taxadiffusion":  # the main pipeline's own generation and evaluation
-        gen_dir.mkdir(parents=True, exist_ok=True)
-        write_json(gen_dir / "method.json", {"images": "data/generated (the main pipeline)"})
-        summary = json.loads((root / "metrics" / "summary.json").read_text())
-        write_json(out_metrics / "summary.json", summary)
+        if not paths.main_summary.is_file():
+            raise UserError(f"{paths.main_summary}: missing; run `dvc repro evaluate` first")
+        summary = read_json(paths.main_summary)
+        write_json(paths.images / "method.json", {"images": "the main pipeline's (stage generate)"})
+        write_json(paths.out / "summary.json", summary)
+        write_json(paths.out / METHOD_FILE, info)
         return summary
-    run_params = copy.deepcopy(params)
-    run_params.generate.target_level = levels[-1]
-    model_dir = root / "models" / "methods" / method
     if method == "cfg":
-        model_dir = root / "models" / levels[-1]
-        run_params.generate.guidance = "cfg"
-    generate(run_params, model_dir, root / "data" / "prepared", gen_dir)
-    return evaluate(run_params, root / "data" / "shards", gen_dir, root / "models" / "probe", out_metrics, None)
+        model_dir = paths.final
+        generate_cfg = dataclasses.replace(generate_cfg, guidance="cfg")
+        sampling = dataclasses.replace(sampling, guidance="cfg")
+    else:
+        model_dir = paths.model
+        generate_cfg = dataclasses.replace(generate_cfg, target_level=levels[-1])
+    generate(generate_cfg, sampling, model_cfg, levels, seed, model_dir, paths.prepared, paths.images)
+    summary = evaluate(evaluate_cfg, levels, paths.shards, paths.images, paths.probe, paths.out, paths.cache)
+    write_json(paths.out / METHOD_FILE, info)
+    return summary
 
 
-def _overall_row(method: str, summary: dict, levels: list[str]) -> dict:
+def _overall_row(method: str, summary: dict, info: dict, levels: list[str]) -> dict:
     overall = summary.get("overall", {})
-    row = {"method": method, "description": LABELS[method]}
+    row = {"method": method, "description": LABELS[method], "train steps": info.get("train_steps")}
     for backbone, values in overall.items():
         if "fid" in values:
             row[f"FID ({backbone})"] = values["fid"]
@@ -119,25 +125,37 @@ def _overall_row(method: str, summary: dict, levels: list[str]) -> dict:
     return row
 
 
-def compare(params: Params, root: str | Path = ".") -> pd.DataFrame:
-    """``metrics/methods.csv`` / ``.md``: one row per method, species-level numbers."""
-    root = Path(root)
-    rows = []
-    for method in check_methods(params.methods):
-        path = root / "metrics" / "methods" / method / "summary.json"
-        if not path.exists():
-            raise UserError(f"{path}: missing; run `dvc repro method@{method}`")
-        rows.append(_overall_row(method, json.loads(path.read_text()), params.level_names))
+def compare(methods: list[str], levels: list[str], methods_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
+    """``<out_dir>/methods.csv`` / ``.md``: one row per method, from ``<methods_dir>/<m>/summary.json``."""
+    rows, budgets = [], {}
+    for method in check_methods(methods):
+        paths = [Path(methods_dir) / method / name for name in ("summary.json", METHOD_FILE)]
+        for path in paths:
+            if not path.exists():
+                raise UserError(f"{path}: missing; run `dvc repro method@{method}`")
+        info = read_json(paths[1])
+        if info.get("budget") is not None:
+            budgets.setdefault(info["budget"], []).append(method)
+        rows.append(_overall_row(method, read_json(paths[0]), info, levels))
     table = pd.DataFrame(rows)
-    write_text(root / "metrics" / "methods.csv", table.to_csv(index=False))
-    write_text(root / "metrics" / "methods.md", _markdown(table) + "\n" + _NOTE)
+    write_text(Path(out_dir) / "methods.csv", table.to_csv(index=False))
+    write_text(Path(out_dir) / "methods.md", _markdown(table) + "\n" + _NOTE + _budget_note(budgets))
     return table
+
+
+def _budget_note(budgets: dict[str, list[str]]) -> str:
+    """Which protocol set the trained baselines' steps (train.baseline_budget, docs/deviations.md)."""
+    if not budgets:
+        return "\nBaseline budget: no trained baseline in this table.\n"
+    lines = [f"\nBaseline budget (train.baseline_budget: {b}; {', '.join(ms)}): {BUDGETS[b]}.\n"
+             for b, ms in sorted(budgets.items())]
+    return "".join(lines)
 
 
 _NOTE = (
     "\nOur numbers: the run's own data and base model (see README: the embedded default is a synthetic world at "
     "32 px with a 3M-parameter tiny base and minutes of CPU training). The paper column: FishNet, SD1.5 at 512 px, "
-    "250K steps per level, FID on Inception, LPIPS-vgg, BioCLIP v1 (method.md §6; via a third-party summary).\n"
+    "250K steps per level, FID on Inception, LPIPS-vgg, BioCLIP v1 (docs/method.md §6; via a third-party summary).\n"
 )
 
 
@@ -152,5 +170,3 @@ def _markdown(table: pd.DataFrame) -> str:
     for _, r in table.iterrows():
         lines.append("| " + " | ".join(fmt(r[c]) for c in cols) + " |")
     return "\n".join(lines)
-
-

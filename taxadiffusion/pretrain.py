@@ -7,7 +7,7 @@ Recipe (``assets/tiny-base/recipe.yaml``, recorded in ``manifest.json`` with the
 The pretraining world is the synthetic generator with random trait combinations and plain-words captions
 ("a long red striped animal with a forked tail"), the analogue of SD's captioned web images. The UNet is
 caption-conditioned through the same frozen text encoder the fine-tuning uses, trained with the base's own
-objective (v-prediction, cosine schedule; docs/stack-notes.md), 10% empty captions (for guidance) and an
+objective (v-prediction, cosine schedule; docs/install.md), 10% empty captions (for guidance) and an
 EMA of its weights, which is what ships. It is a one-off of an hour or more on 2 CPU cores, minutes on a GPU.
 """
 
@@ -24,10 +24,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from . import synthetic
+from . import animals
+from .device import default_device
+from .errors import UserError
 from .models import tiny
 from .models.base import file_hashes
+from .sampling import sample_captions_grid
+from .training import PREDICTION_TYPES, forward_process
 
 LEVEL_WORDS = ["kingdom", "phylum", "class", "order", "family", "genus", "specific", "epithet", "species", "none"]
 
@@ -52,11 +59,8 @@ def build_components(out: Path, seed: int):
     The frozen text encoder is a seeded random init written to ``out`` the first time; later runs (and
     the GPU machine) load that same file, so the UNet is always trained against the shipped encoder.
     """
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
     if not (out / "text_encoder" / "model.safetensors").exists():
-        words = synthetic.pretraining_vocabulary() + LEVEL_WORDS
+        words = animals.pretraining_vocabulary() + LEVEL_WORDS
         tiny.write_tokenizer(words, out / "tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
         torch.manual_seed(seed)
@@ -74,7 +78,7 @@ def build_components(out: Path, seed: int):
 def _render_chunk(args):
     seed, n = args
     rng = np.random.default_rng(seed)
-    return synthetic.sample_pretraining_batch(n, rng)
+    return animals.sample_pretraining_batch(n, rng)
 
 
 def render_pool(size: int, seed: int, workers: int):
@@ -88,23 +92,7 @@ def render_pool(size: int, seed: int, workers: int):
     return np.concatenate(images), captions
 
 
-def v_target(scheduler, x0, noise, t):
-    return scheduler.get_velocity(x0, noise, t)
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="assets/tiny-base/recipe.yaml")
-    parser.add_argument("--out", default="assets/tiny-base")
-    parser.add_argument("--steps", type=int, default=None, help="override recipe steps (smoke runs)")
-    parser.add_argument("--pool-size", type=int, default=None)
-    parser.add_argument("--samples", default=None, help="write a sample grid PNG here")
-    parser.add_argument("--init-only", action="store_true", help="write the frozen components and stop")
-    args = parser.parse_args()
-
-    from diffusers import DDPMScheduler
-    from diffusers.training_utils import EMAModel
-
+def load_recipe(args) -> dict:
     recipe = dict(DEFAULT_RECIPE)
     if Path(args.recipe).exists():
         recipe.update(yaml.safe_load(Path(args.recipe).read_text()) or {})
@@ -112,31 +100,26 @@ def main():
         recipe["steps"] = args.steps
     if args.pool_size is not None:
         recipe["pool_size"] = args.pool_size
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    seed = int(recipe["seed"])
-    tokenizer, text_encoder, unet = build_components(out, seed)
-    if args.init_only:
-        return
-    text_encoder.to(device).eval().requires_grad_(False)
-    unet.to(device).train()
-    scheduler = DDPMScheduler.from_config(tiny.scheduler_config())
-    vae = tiny.SpaceToDepthVAE()
+    return recipe
 
+
+def tokenized_pool(recipe: dict, tokenizer, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rendered pretraining images (uint8 ``[N, H, W, 3]``) and their caption token ids, on ``device``."""
     t0 = time.time()
     workers = int(recipe["workers"]) or mp.cpu_count()
-    images, captions = render_pool(int(recipe["pool_size"]), seed, workers)
+    images, captions = render_pool(int(recipe["pool_size"]), int(recipe["seed"]), workers)
     print(f"rendered {len(images)} pretraining images in {time.time() - t0:.1f}s with {workers} workers", flush=True)
     t0 = time.time()
-    ids = tokenizer(captions, padding="max_length", max_length=tiny.TEXT_MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(captions, padding="max_length", max_length=tiny.TEXT_MAX_LENGTH, truncation=True,
+                    return_tensors="pt").input_ids
     print(f"tokenized in {time.time() - t0:.1f}s", flush=True)
-    pool = torch.from_numpy(images).to(device)  # uint8 [N, H, W, 3]
-    ids = ids.to(device)
+    return torch.from_numpy(images).to(device), ids.to(device)
 
+
+def pretrain_unet(recipe: dict, text_encoder, unet, pool: torch.Tensor, ids: torch.Tensor, device) -> dict:
+    """Train ``unet`` on the pool (the base's own objective), then copy its EMA weights into it."""
+    scheduler = noise_scheduler_for_pretraining()
+    vae = tiny.SpaceToDepthVAE()
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
@@ -145,8 +128,7 @@ def main():
     )
     ema = EMAModel(unet.parameters(), decay=recipe["ema_decay"], foreach=True)
     ema.to(device)
-    alphas = scheduler.alphas_cumprod.to(device)
-    gen = torch.Generator(device=device).manual_seed(seed + 2)
+    gen = torch.Generator(device=device).manual_seed(int(recipe["seed"]) + 2)
     t_start = time.time()
     losses = []
     for step in range(int(recipe["steps"])):
@@ -155,9 +137,7 @@ def main():
         x0 = vae.encode(x).latent_dist.sample()
         noise = torch.randn(x0.shape, device=device, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=device, generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
+        xt, target = forward_process(scheduler, x0, noise, t)
         with torch.no_grad():
             ctx = text_encoder(ids[idx])[0]
         pred = unet(xt, t, ctx).sample
@@ -175,26 +155,57 @@ def main():
             print(f"step {step} loss {np.mean(losses[-500:]):.4f} lr {sched.get_last_lr()[0]:.2e} {rate:.1f} steps/s", flush=True)
         if stop:
             break
-    steps_done = step + 1
-    train_seconds = time.time() - t_start
     ema.copy_to(unet.parameters())
     unet.eval()
+    return {"steps_done": step + 1, "train_seconds": round(time.time() - t_start, 1),
+            "final_loss": float(np.mean(losses[-500:]))}
+
+
+def noise_scheduler_for_pretraining() -> DDPMScheduler:
+    """The tiny base's own schedule (v-prediction, cosine); its prediction type is checked as training does."""
+    scheduler = DDPMScheduler.from_config(tiny.scheduler_config())
+    if scheduler.config.prediction_type not in PREDICTION_TYPES:
+        raise UserError(f"tiny.scheduler_config: prediction_type={scheduler.config.prediction_type!r}; "
+                        f"expected {' or '.join(PREDICTION_TYPES)}")
+    return scheduler
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="assets/tiny-base/recipe.yaml")
+    parser.add_argument("--out", default="assets/tiny-base")
+    parser.add_argument("--steps", type=int, default=None, help="override recipe steps (smoke runs)")
+    parser.add_argument("--pool-size", type=int, default=None)
+    parser.add_argument("--samples", default=None, help="write a sample grid PNG here")
+    parser.add_argument("--init-only", action="store_true", help="write the frozen components and stop")
+    args = parser.parse_args()
+
+    recipe = load_recipe(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = default_device()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    tokenizer, text_encoder, unet = build_components(out, int(recipe["seed"]))
+    if args.init_only:
+        return
+    text_encoder.to(device).eval().requires_grad_(False)
+    unet.to(device).train()
+    pool, ids = tokenized_pool(recipe, tokenizer, device)
+    result = pretrain_unet(recipe, text_encoder, unet, pool, ids, device)
     unet.save_pretrained(out / "unet")
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     manifest = {
         "recipe": recipe,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "steps_done": steps_done,
-        "train_seconds": round(train_seconds, 1),
-        "final_loss": float(np.mean(losses[-500:])),
+        **result,
         "unet_parameters": sum(p.numel() for p in unet.parameters()),
         "files": file_hashes(out),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps({k: v for k, v in manifest.items() if k != "files"}, indent=2))
     if args.samples:
-        from .sampling import sample_captions_grid
-
         sample_captions_grid(out, args.samples, device=device)
 
 

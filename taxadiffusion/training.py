@@ -1,18 +1,15 @@
-"""Progressive training, one taxonomic level per run (method.md §2, supplement A.2 / Table S1).
+"""Progressive training, one taxonomic level per run (docs/method.md §2, supplement A.2 / Table S1).
 
 Level 0 trains the UNet LoRA + condition module 0 (lr ``train.lr_first``); level k >= 1 trains only module k
-(lr ``train.lr``) with the UNet, its LoRA and modules < k frozen. Each level starts from its parent's
-``models/<parent>/``. The same code trains the baselines/ablations (``TrainSpec``).
+(lr ``train.lr``) with the UNet, its LoRA and modules < k frozen. Each level starts from its parent level's
+folder. The same code trains the baselines/ablations (:mod:`taxadiffusion.specs`).
 
-Launch (any number of processes; gloo on CPU, NCCL on GPUs)::
+Launch (any number of processes; gloo on CPU, NCCL on GPUs): see ``stages/train.py``.
 
-    python stages/train.py --level class
-    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
-        --dynamo_backend no stages/train.py --level class          # 2-process DDP (CPU: gloo)
-
-Resume: a killed run, re-run with the same command, continues from its newest step checkpoint in
-``<train.scratch>/<level>/`` (outside DVC outs); the data order, noise and dropout of every step are a
-function of (seed, rank, step), so the result equals an uninterrupted run.
+Resume: a killed run, re-run with the same command, continues from its newest intact step checkpoint in
+its scratch folder (outside DVC outs); the data order, noise and dropout of every step are a function of
+(seed, rank, step), so the result equals an uninterrupted run. Checkpoints are safetensors files whose
+header carries the sha256 of their tensors: a truncated or corrupt one is skipped (with a log line).
 """
 
 from __future__ import annotations
@@ -22,82 +19,37 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from diffusers import DDPMScheduler
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
-from .config import Params, TrainConfig
+from .config import NOISE_SCHEDULES, ModelConfig, TrainConfig
+from .device import on_cpu_only
 from .errors import UserError
-from .io import atomic_dir, atomic_path, write_json
+from .files import atomic_path, sha256_file, write_text
+from .latent_shards import LatentSource
+from .latents import latent_source
 from .models.base import BaseModel, load_base
-from .models.conditioner import ConditionerConfig, TaxonomyConditioner, lineage_texts, species_prompt
-from .models.lora import LORA_FILE, add_lora, load_lora, lora_parameters, save_lora
+from .models.conditioner import CONDITION_FILE, lineage_texts, species_prompt
+from .models.level import TRAIN_CONFIG, LevelConfig, build_level_model, check_level_dir, write_level
+from .models.lora import LORA_FILE, lora_parameters
 from .models.text_cache import TextEmbeddingCache
+from .specs import TrainSpec
+from .trainlog import open_live
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class TrainSpec:
-    """What one training run updates and how it conditions (progressive level, or a baseline/ablation)."""
-
-    name: str  # output folder name under models/
-    parent: str | None  # models/<parent> to start from (None: fresh condition module)
-    cut_off: int  # highest level used in the condition
-    train_levels: tuple  # condition-module levels whose weights train
-    train_lora: bool
-    full_unet: bool = False  # SD + full fine-tuning baseline
-    random_cut_off: bool = False  # ablation: a random level per step
-    prompt_only: bool = False  # baselines: condition = the text encoder on the species name alone
-    lr: float = 1e-4
-    steps: int | None = None  # None: train.steps
-
-
-METHODS = ("taxadiffusion", "sd", "lora", "full", "joint", "random_level", "cfg")
-
-
-def method_spec(params: Params, method: str) -> TrainSpec | None:
-    """Baselines and ablations of the paper's comparison tables (None: nothing to train).
-
-    Every trained baseline gets the same total step budget as progressive training
-    (``train.steps`` x number of levels). ``sd`` = the base model, no fine-tuning; ``cfg`` = the
-    TaxaDiffusion model sampled with vanilla CFG (generation-side only).
-    """
-    levels = params.level_names
-    budget = params.train.steps * len(levels)
-    last = len(levels) - 1
-    name = f"methods/{method}"  # models/methods/<m>
-    if method in ("taxadiffusion", "sd", "cfg"):
-        return None
-    if method == "lora":  # SD + LoRA on the species name (supplement Table S1: lr 1e-4)
-        return TrainSpec(name, None, 0, (), True, prompt_only=True, lr=params.train.lr_first, steps=budget)
-    if method == "full":  # SD + full fine-tuning on the species name (Table S1: lr 1e-5)
-        return TrainSpec(name, None, 0, (), False, full_unet=True, prompt_only=True, lr=params.train.lr, steps=budget)
-    if method == "joint":  # all level modules + LoRA together, full lineage
-        return TrainSpec(name, None, last, tuple(range(len(levels))), True, lr=params.train.lr_first, steps=budget)
-    if method == "random_level":  # all modules + LoRA, a random cut-off level per step
-        return TrainSpec(name, None, last, tuple(range(len(levels))), True, random_cut_off=True,
-                         lr=params.train.lr_first, steps=budget)
-    raise UserError(f"methods: unknown method {method!r}; expected some of {', '.join(METHODS)}")
-
-
-def progressive_spec(params: Params, level: str) -> TrainSpec:
-    levels = params.level_names
-    if level not in levels:
-        raise UserError(f"--level {level!r}: not one of params.yaml levels {levels}")
-    k = levels.index(level)
-    lr = params.train.lr_first if k == 0 else params.train.lr
-    return TrainSpec(
-        name=level,
-        parent=None if k == 0 else levels[k - 1],
-        cut_off=k,
-        train_levels=(k,),
-        train_lora=(k == 0),
-        lr=lr,
-    )
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+CHECKPOINT_GLOB = "checkpoint-*.safetensors"
 
 
 class TrainModel(torch.nn.Module):
@@ -114,7 +66,7 @@ class TrainModel(torch.nn.Module):
 
 
 def configure_trainable(unet, conditioner, spec: TrainSpec) -> None:
-    """Freeze everything, then switch on exactly what this stage trains (method.md §2).
+    """Freeze everything, then switch on exactly what this stage trains (docs/method.md §2).
 
     Frozen level modules still run in the forward, in eval mode (no dropout); the official code leaves
     them in train mode (docs/deviations.md).
@@ -132,35 +84,6 @@ def configure_trainable(unet, conditioner, spec: TrainSpec) -> None:
     conditioner.eval()
     for i in spec.train_levels:
         conditioner.encoders[i].train()
-
-
-def load_train_latents(params: Params, base: BaseModel, shards: str | Path, latents_dir: str | Path | None):
-    """All training latents ``[N, C, h, w]`` (CPU) and their lineages.
-
-    sd15: the VAE latents cached by the ``base`` stage (``data/latents/train.pt``) when present, so images
-    are not re-encoded every step. tiny: the lossless space-to-depth view, computed here in one pass.
-    """
-    from .shard import load_split_arrays
-
-    cached = Path(latents_dir) / "train.pt" if latents_dir else None
-    if cached is not None and cached.exists():
-        blob = torch.load(cached, map_location="cpu", weights_only=False)
-        return blob["latents"], blob["lineages"]
-    images, lineages = load_split_arrays(shards, "train")
-    if len(images) == 0:
-        raise UserError(f"{shards}: the train split is empty; nothing to train on")
-    latents = encode_all(base, images)
-    return latents, lineages
-
-
-@torch.no_grad()
-def encode_all(base: BaseModel, images: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-    out = []
-    device = base.unet.device
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        out.append(base.encode_images(x.to(device)).float().cpu())
-    return torch.cat(out)
 
 
 def step_rng(seed: int, rank: int, step: int) -> torch.Generator:
@@ -185,8 +108,10 @@ def batch_indices(n: int, batch: int, world: int, rank: int, step: int, seed: in
 
 
 def drop_levels(lineages: list[dict], levels: list[str], p: float, gen: torch.Generator) -> list[dict]:
-    """Condition dropout as the official FishNet/BIOSCAN loader: per sample, with probability ``p`` each,
-    exactly one level becomes ``None`` (``randint(0, 20)`` over 5 levels = 1/21 per level)."""
+    """Condition dropout as the official FishNet/BIOSCAN loader (docs/method.md §2): per sample, with
+    probability ``p`` each, exactly one level becomes ``None`` (``randint(0, 20)`` over 5 levels = 1/21 per
+    level), so at most one level per sample. ``p`` is in [0, 1/L] (``train.level_dropout``, checked in
+    config.py): at p = 1/L every sample loses exactly one level, each level equally often."""
     out = []
     u = torch.rand(len(lineages), generator=gen).tolist()
     for lin, ui in zip(lineages, u):
@@ -198,177 +123,234 @@ def drop_levels(lineages: list[dict], levels: list[str], p: float, gen: torch.Ge
     return out
 
 
-def noise_scheduler(base: BaseModel, schedule: str):
+def noise_scheduler(base: BaseModel, schedule: str) -> DDPMScheduler:
     """Training schedule: the base model's own (SD1.5: scaled_linear, epsilon) unless overridden.
     ``linear`` reproduces the official code's training betas (docs/deviations.md)."""
-    from diffusers import DDPMScheduler
-
+    if schedule not in NOISE_SCHEDULES:
+        raise UserError(f"train.noise_schedule={schedule!r}: expected one of {', '.join(NOISE_SCHEDULES)}")
     config = {k: v for k, v in base.scheduler_config.items() if k != "_class_name"}
-    if schedule not in ("base", "scaled_linear", "linear", "squaredcos_cap_v2"):
-        raise UserError(f"train.noise_schedule={schedule!r}: expected base, scaled_linear, linear or squaredcos_cap_v2")
     if schedule != "base":
         config["beta_schedule"] = schedule
-    return DDPMScheduler.from_config(config)
+    scheduler = DDPMScheduler.from_config(config)
+    prediction = scheduler.config.prediction_type
+    if prediction not in PREDICTION_TYPES:
+        raise UserError(f"{base.source}: scheduler prediction_type={prediction!r}; training supports "
+                        f"{' or '.join(PREDICTION_TYPES)}")
+    return scheduler
 
 
-def fingerprint(spec: TrainSpec, cfg: TrainConfig, params: Params, parent_dir: Path | None) -> str:
+def forward_process(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
+    """``(noisy, target)``: ``x0`` noised to step ``t`` and the regression target of the base's objective."""
+    noisy = scheduler.add_noise(x0, noise, t)
+    if scheduler.config.prediction_type == "epsilon":
+        return noisy, noise
+    return noisy, scheduler.get_velocity(x0, noise, t)
+
+
+def fingerprint(config: LevelConfig, parent_dir: Path | None) -> str:
     """Identity of a run: a scratch checkpoint is resumed only by the run that wrote it."""
-    blob = json.dumps([asdict(spec), asdict(cfg), asdict(params.model), params.level_names], sort_keys=True, default=str)
-    h = hashlib.sha256(blob.encode())
-    if parent_dir is not None:
-        for name in ("condition.safetensors", LORA_FILE):
-            path = parent_dir / name
-            if path.exists():
-                h.update(path.read_bytes())
+    h = hashlib.sha256(json.dumps(config.to_json(), sort_keys=True, default=str).encode())
+    for name in (CONDITION_FILE, LORA_FILE) if parent_dir is not None else ():
+        if (parent_dir / name).exists():
+            h.update(sha256_file(parent_dir / name).encode())
     return h.hexdigest()[:16]
 
 
-def train(params: Params, spec: TrainSpec, models_dir="models", shards="data/shards", latents_dir="data/latents",
-          log_dir: str | Path | None = None, max_steps_this_run: int | None = None) -> dict:
-    """Run one training stage and write ``models/<spec.name>/``. Returns a summary dict."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+@dataclass
+class Run:
+    """One process's training run: what every step reads and updates."""
 
-    cfg = params.train
-    steps = int(spec.steps or cfg.steps)
+    accelerator: Accelerator
+    cfg: TrainConfig
+    spec: TrainSpec
+    levels: list
+    seed: int
+    model: torch.nn.Module  # as prepared by accelerate (DDP-wrapped with several processes)
+    raw: TrainModel
+    opt: torch.optim.Optimizer
+    trainable: list
+    latents: LatentSource  # len(), .batch(idx, gen) -> this step's x0 (taxadiffusion/latent_shards.py)
+    lineages: list  # latents.lineages: one dict per image (a list-like view for the sd15 chunks)
+    cache: TextEmbeddingCache
+    scheduler: DDPMScheduler
+
+
+def train(cfg: TrainConfig, spec: TrainSpec, *, model_cfg: ModelConfig, levels: list[str], seed: int,
+          parent_dir: str | Path | None, out_dir: str | Path, shards: str | Path, latents_dir: str | Path,
+          scratch: str | Path, log_dir: str | Path, max_steps_this_run: int | None = None) -> dict:
+    """Train ``spec`` and write the level folder ``out_dir`` and its curves + ``run.json`` in ``log_dir``.
+
+    ``parent_dir``: the trained level ``spec.parent`` starts from (unused when the spec has no parent:
+    level 0 and the baselines start from the base model). ``scratch``: resumable step checkpoints.
+    The run's lr and steps are the spec's; ``cfg`` gives everything else. Returns a summary dict
+    (``{"stopped_at": step}`` when ``max_steps_this_run`` stopped it first).
+    """
+    parent_dir = Path(parent_dir) if spec.parent is not None else None
+    config = LevelConfig.for_run(spec, cfg, model_cfg, levels, seed, _parent_config(spec, parent_dir, levels))
     accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision if cfg.mixed_precision != "no" else "no",
-        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.mixed_precision,
+        cpu=on_cpu_only(),
         # a random level per step leaves some modules without gradients in that step
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=spec.random_cut_off)],
     )
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if accelerator.device.type == "cpu" and world > 1:
-        torch.set_num_threads(1)  # one thread per rank on CPU (docs/stack-notes.md)
-    set_seed(cfg.seed + rank)
-    models_dir = Path(models_dir)
-    out_dir = models_dir / spec.name
-    parent_dir = models_dir / spec.parent if spec.parent else None
-    if parent_dir is not None and not (parent_dir / "condition.safetensors").exists():
-        raise UserError(f"{parent_dir}: parent level not trained yet (run `dvc repro train@{spec.parent}`)")
-
-    base = load_base(params.model, device=accelerator.device)
-    levels = params.level_names
-    if parent_dir is not None:
-        conditioner = TaxonomyConditioner.load(parent_dir)
-    else:
-        torch.manual_seed(cfg.seed)
-        conditioner = TaxonomyConditioner(
-            ConditionerConfig(
-                levels=levels,
-                width=base.text_hidden,
-                num_layers=params.model.cond_layers,
-                num_heads=params.model.cond_heads,
-                ff_dim=params.model.cond_ff,
-                dropout=params.model.cond_dropout,
-            )
-        )
-    unet = base.unet
-    has_lora = spec.train_lora or (parent_dir is not None and (parent_dir / LORA_FILE).exists())
-    if has_lora:
-        torch.manual_seed(cfg.seed + 7)
-        add_lora(unet, cfg.lora_rank, cfg.lora_alpha)
-        if not spec.train_lora:
-            load_lora(unet, parent_dir)
-    if spec.full_unet and parent_dir is not None and (parent_dir / "unet").exists():
-        from diffusers import UNet2DConditionModel
-
-        unet = UNet2DConditionModel.from_pretrained(parent_dir / "unet").to(accelerator.device)
-    configure_trainable(unet, conditioner, spec)
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    # fp32 trainable params even under fp16/bf16 autocast (diffusers `cast_training_params` practice)
-    model = TrainModel(unet, conditioner).to(accelerator.device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=spec.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
-    model, opt = accelerator.prepare(model, opt)
-    raw = accelerator.unwrap_model(model)
-
-    latents, lineages = load_train_latents(params, base, shards, latents_dir if params.model.preset == "sd15" else None)
-    latents = latents.to(accelerator.device)
-    cache = TextEmbeddingCache(base.text_encoder, base.tokenizer, device=accelerator.device)
-    scheduler = noise_scheduler(base, cfg.noise_schedule)
-    alphas = scheduler.alphas_cumprod.to(accelerator.device)
-    prediction = scheduler.config.prediction_type
-
-    scratch = Path(cfg.scratch) / spec.name
-    fp = fingerprint(spec, cfg, params, parent_dir)
-    start_step = _resume(scratch, fp, raw, opt, accelerator)
-    live = _live(scratch, resume=start_step > 0) if accelerator.is_main_process else None
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=steps, initial=start_step, desc=f"train {spec.name}", disable=not accelerator.is_main_process)
-    t0, last_loss = time.time(), float("nan")
-    done_here = 0
-    for step in range(start_step, steps):
-        gen = step_rng(cfg.seed, rank, step)
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # dropout: resumable too
-        idx = batch_indices(len(latents), cfg.batch_size, world, rank, step, cfg.seed)
-        x0 = latents[torch.from_numpy(idx).to(latents.device)]
-        batch_lineages = drop_levels([lineages[i] for i in idx], levels, cfg.level_dropout, gen)
-        cut = spec.cut_off
-        if spec.random_cut_off:
-            cut = int(torch.randint(0, len(levels), (1,), generator=gen))
-        if spec.prompt_only:
-            texts = [[species_prompt(lin, levels)] for lin in [lineages[i] for i in idx]]
-        else:
-            texts = [lineage_texts(levels, lin)[: cut + 1] for lin in batch_lineages]
-        hidden = cache.lineages(texts)
-        noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
-        with accelerator.autocast():
-            pred = model(noisy, t, hidden, cut, spec.prompt_only)
-        loss = F.mse_loss(pred.float(), target.float())
-        accelerator.backward(loss)
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        done_here += 1
-        bar.update(1)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
-            last_loss = accelerator.gather(loss.detach().reshape(1)).mean().item()
-            bar.set_postfix(loss=f"{last_loss:.4f}")
-            if live is not None:
-                live.log_metric("loss", last_loss)
-                live.log_metric("lr", spec.lr)
-                live.next_step()
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-            _save_checkpoint(scratch, fp, step + 1, raw, opt, accelerator)
-        if max_steps_this_run is not None and done_here >= max_steps_this_run:
-            bar.close()
-            return {"stopped_at": step + 1}
-    bar.close()
-    seconds = time.time() - t0
-    accelerator.wait_for_everyone()
-    summary = {
-        "name": spec.name,
-        "steps": steps,
-        "resumed_from": start_step,
-        "final_loss": last_loss,
-        "seconds_this_run": round(seconds, 2),
-        "processes": world,
-        "samples_per_second": round(done_here * cfg.batch_size * world / max(seconds, 1e-9), 2),
-    }
+    if accelerator.device.type == "cpu" and accelerator.num_processes > 1:
+        torch.set_num_threads(1)  # one thread per rank on CPU (docs/install.md)
+    set_seed(seed + accelerator.process_index)
+    run = build_run(accelerator, cfg, spec, config, parent_dir, shards, latents_dir)
+    scratch = Path(scratch)
+    fp = fingerprint(config, parent_dir)
+    start_step = resume(scratch, fp, run)
+    summary = _loop(run, scratch, fp, start_step, max_steps_this_run)
+    if "stopped_at" in summary:
+        return summary
     if accelerator.is_main_process:
-        _write_outputs(out_dir, raw, spec, params, has_lora, scratch, live, summary,
-                       Path(log_dir) if log_dir else Path("metrics/train") / spec.name)
+        _write_outputs(Path(out_dir), Path(log_dir), scratch, config, run.raw, summary)
         shutil.rmtree(scratch / "checkpoints", ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
 
 
-def _live(scratch: Path, resume: bool):
-    from dvclive import Live
+def _parent_config(spec: TrainSpec, parent_dir: Path | None, levels: list[str]) -> LevelConfig | None:
+    if spec.parent is None:
+        return None
+    if not (parent_dir / TRAIN_CONFIG).exists():
+        raise UserError(f"{parent_dir}: parent level not trained yet (run `dvc repro train@{spec.parent}`)")
+    parent = check_level_dir(parent_dir, levels, list(levels).index(spec.parent))
+    if parent.level != spec.parent:
+        raise UserError(f"{parent_dir}: holds level {parent.level!r}, but {spec.name!r} trains from {spec.parent!r}")
+    return parent
 
-    if not resume:
-        shutil.rmtree(scratch / "live", ignore_errors=True)
-    return Live(str(scratch / "live"), resume=resume, dvcyaml=None, save_dvc_exp=False, report=None)
+
+def build_run(accelerator: Accelerator, cfg: TrainConfig, spec: TrainSpec, config: LevelConfig,
+              parent_dir: Path | None, shards, latents_dir) -> Run:
+    """The model (from the parent's folder, or new), its optimiser, the latents and the text cache."""
+    device = accelerator.device
+    base = load_base(config.model, device=device)
+    unet, conditioner = build_level_model(base, config, parent_dir)
+    configure_trainable(unet, conditioner, spec)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    # fp32 trainable params even under fp16/bf16 autocast (diffusers `cast_training_params` practice)
+    raw = TrainModel(unet, conditioner).to(device)
+    trainable = [p for p in raw.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=spec.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                            weight_decay=cfg.weight_decay)
+    model, opt = accelerator.prepare(raw, opt)
+    latents = latent_source(base, shards, latents_dir if config.model.preset == "sd15" else None)
+    return Run(
+        accelerator=accelerator, cfg=cfg, spec=spec, levels=list(config.levels), seed=config.seed, model=model,
+        raw=accelerator.unwrap_model(model), opt=opt, trainable=trainable, latents=latents,
+        lineages=latents.lineages, cache=TextEmbeddingCache(base.text_encoder, base.tokenizer, device=device),
+        scheduler=noise_scheduler(base, cfg.noise_schedule),
+    )
+
+
+def train_step(run: Run, step: int) -> torch.Tensor:
+    """One optimiser step on global batch ``step`` (this rank's slice); returns the loss, on the device."""
+    acc, cfg, spec = run.accelerator, run.cfg, run.spec
+    gen = step_rng(run.seed, acc.process_index, step)
+    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # dropout: resumable too
+    idx = batch_indices(len(run.latents), cfg.batch_size, acc.num_processes, acc.process_index, step, run.seed)
+    x0 = run.latents.batch(idx, gen).to(acc.device)  # sd15: a fresh VAE posterior sample, drawn from gen
+    hidden, cut = _condition_inputs(run, idx, gen)
+    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+    t = torch.randint(0, run.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
+    noisy, target = forward_process(run.scheduler, x0, noise, t)
+    with acc.autocast():
+        pred = run.model(noisy, t, hidden, cut, spec.prompt_only)
+    loss = F.mse_loss(pred.float(), target.float())
+    acc.backward(loss)
+    if acc.sync_gradients:
+        acc.clip_grad_norm_(run.trainable, cfg.max_grad_norm)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def _condition_inputs(run: Run, idx: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Text states ``[B, L, T, D]`` of the batch's (dropped-out) lineages and the step's cut-off level."""
+    spec, levels = run.spec, run.levels
+    batch = [run.lineages[i] for i in idx]
+    dropped = drop_levels(batch, levels, run.cfg.level_dropout, gen)  # drawn for every spec: same stream
+    cut = spec.cut_off
+    if spec.random_cut_off:
+        cut = int(torch.randint(0, len(levels), (1,), generator=gen))
+    if spec.prompt_only:
+        texts = [[species_prompt(lin, levels)] for lin in batch]
+    else:
+        # a partial lineage's missing names and the dropped level are "<level>: None" (docs/method.md §1.2, §2)
+        texts = [lineage_texts(levels, lin, species_text=run.cfg.species_text)[: cut + 1] for lin in dropped]
+    return run.cache.lineages(texts), cut
+
+
+def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run: int | None) -> dict:
+    """Steps ``start_step .. spec.steps``: log the loss, write step checkpoints, stop on a non-finite loss."""
+    acc, cfg, spec = run.accelerator, run.cfg, run.spec
+    live = open_live(scratch / "live", start_step, cfg.log_every) if acc.is_main_process else None
+    bar = tqdm(total=spec.steps, initial=start_step, desc=f"train {spec.name}", disable=not acc.is_main_process)
+    first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # first non-finite step; no host sync
+    t0, last_loss, done = time.time(), None, 0
+    with bar:
+        for step in range(start_step, spec.steps):
+            loss = train_step(run, step)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            done += 1
+            bar.update(1)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == spec.steps:
+                _stop_if_diverged(run, first_bad)
+                last_loss = acc.gather(loss.reshape(1)).mean().item()
+                bar.set_postfix(loss=f"{last_loss:.4f}")
+                if live is not None:
+                    live.log_metric("loss", last_loss)
+                    live.log_metric("lr", spec.lr)
+                    live.next_step()
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < spec.steps:
+                _stop_if_diverged(run, first_bad)  # a checkpoint never holds weights trained on a nan loss
+                save_checkpoint(scratch, fp, step + 1, run)
+            if max_steps_this_run is not None and done >= max_steps_this_run:
+                return {"stopped_at": step + 1}
+    if live is not None:
+        live.end()
+    seconds = time.time() - t0
+    acc.wait_for_everyone()
+    return {
+        "name": spec.name,
+        "steps": spec.steps,
+        "resumed_from": start_step,
+        "final_loss": last_loss,
+        "seconds_this_run": round(seconds, 2),
+        "processes": acc.num_processes,
+        "samples_per_second": round(done * cfg.batch_size * acc.num_processes / max(seconds, 1e-9), 2),
+    }
+
+
+def _stop_if_diverged(run: Run, first_bad: torch.Tensor) -> None:
+    """A nan/inf loss on any rank stops every rank with the same one-line error (nothing is written)."""
+    bad = run.accelerator.gather(first_bad.reshape(1))
+    bad = bad[bad >= 0]
+    if len(bad):
+        spec = run.spec
+        raise UserError(f"train {spec.name}: the loss became non-finite (nan/inf) at step {int(bad.min()) + 1}; "
+                        f"lower the learning rate (this run's: {spec.lr:g}; train.lr_first for level 0 and the "
+                        "LoRA/joint/random_level methods, train.lr otherwise) and re-run")
+
+
+def _write_outputs(out_dir: Path, log_dir: Path, scratch: Path, config: LevelConfig, raw: TrainModel,
+                   summary: dict) -> None:
+    """Curves + ``run.json`` into ``log_dir``; the level folder into ``out_dir`` (swapped in whole)."""
+    # Training curves (dvclive) go next to the other metrics, not inside the cached model out.
+    shutil.rmtree(log_dir, ignore_errors=True)
+    if (scratch / "live").exists():
+        shutil.copytree(scratch / "live", log_dir)
+    # timings differ run to run; weights/config do not. allow_nan=False: run.json is always valid JSON.
+    write_text(log_dir / "run.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_level(out_dir, config, raw.unet, raw.conditioner)
+
+
+# --------------------------------------------------------------------------------------------------
+# Step checkpoints: trainable tensors + optimiser state in one safetensors file (no pickles); its header
+# holds the run's fingerprint, the step and the sha256 of the tensors.
 
 
 def _trainable_state(raw: TrainModel) -> dict:
@@ -376,63 +358,90 @@ def _trainable_state(raw: TrainModel) -> dict:
     return {n: t.detach().cpu().clone() for n, t in raw.state_dict().items() if n in names}
 
 
-def _save_checkpoint(scratch: Path, fp: str, step: int, raw, opt, accelerator) -> None:
-    if accelerator.is_main_process:
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{list(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def checkpoint_tensors(run: Run) -> dict[str, torch.Tensor]:
+    """``model/<param>`` (trainable tensors) and ``optimizer/<index>/<name>`` (AdamW state), on the CPU."""
+    tensors = {f"model/{n}": t for n, t in _trainable_state(run.raw).items()}
+    for i, state in run.opt.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"optimizer/{i}/{name}"] = value.detach().cpu().clone().contiguous()
+    return tensors
+
+
+def write_checkpoint_file(path: Path, tensors: dict[str, torch.Tensor], fingerprint: str, step: int,
+                          extra: dict[str, str] | None = None) -> None:
+    """One checkpoint file, written atomically; its header records the sha256 of its tensors."""
+    meta = {"fingerprint": fingerprint, "step": str(step), "sha256": _tensor_digest(tensors), **(extra or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def save_checkpoint(scratch: Path, fp: str, step: int, run: Run) -> None:
+    acc = run.accelerator
+    if acc.is_main_process:
+        # fp16: the loss scale is part of the state
+        extra = {"scaler": json.dumps(acc.scaler.state_dict())} if acc.scaler is not None else None
         ckpt_dir = scratch / "checkpoints"
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(ckpt_dir / f"checkpoint-{step:08d}.pt") as tmp:
-            torch.save({"fingerprint": fp, "step": step, "model": _trainable_state(raw), "optimizer": opt.state_dict()}, tmp)
-        for old in sorted(ckpt_dir.glob("checkpoint-*.pt"))[:-2]:  # keep the two newest
+        write_checkpoint_file(ckpt_dir / f"checkpoint-{step:08d}.safetensors", checkpoint_tensors(run), fp, step, extra)
+        for old in sorted(ckpt_dir.glob(CHECKPOINT_GLOB))[:-2]:  # keep the two newest
             old.unlink()
-    accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
 
 
-def _resume(scratch: Path, fp: str, raw, opt, accelerator) -> int:
-    ckpts = sorted((scratch / "checkpoints").glob("checkpoint-*.pt"))
-    for path in reversed(ckpts):
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors + header of a checkpoint; ``ValueError`` (or safetensors' error) when it is not intact."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    missing = sorted({"fingerprint", "step", "sha256"} - set(meta))
+    if missing:
+        raise ValueError(f"no {missing} in its header")
+    if _tensor_digest(tensors) != meta["sha256"]:
+        raise ValueError("its tensors do not match the sha256 in its header")
+    return tensors, meta
+
+
+def _split_checkpoint(run: Run, tensors: dict) -> tuple[dict, dict]:
+    """The model state and an optimiser state dict (param groups: the live optimiser's, same settings)."""
+    model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    expected = {n for n, p in run.raw.named_parameters() if p.requires_grad}
+    if set(model_state) != expected:
+        raise ValueError(f"its {len(model_state)} model tensors are not this run's {len(expected)} trainable ones")
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, name = key.split("/", 2)
+            state.setdefault(int(index), {})[name] = value
+    return model_state, {"state": state, "param_groups": run.opt.state_dict()["param_groups"]}
+
+
+def resume(scratch: Path, fp: str, run: Run) -> int:
+    """Load the newest intact checkpoint of this run (by fingerprint); returns its step (0: none)."""
+    acc = run.accelerator
+    for path in sorted((scratch / "checkpoints").glob(CHECKPOINT_GLOB), reverse=True):
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # a checkpoint written by a killed process is skipped, never trusted
+            tensors, meta = read_checkpoint(path)
+            if meta["fingerprint"] != fp:
+                log.info("ignoring %s: written by a run with other params or data", path)
+                return 0
+            model_state, opt_state = _split_checkpoint(run, tensors)
+        except Exception as exc:  # truncated by a killed process, or corrupt: never trusted
+            if acc.is_main_process:
+                log.warning("skipping checkpoint %s: unreadable or corrupt (%s)", path, str(exc).splitlines()[0])
             continue
-        if blob.get("fingerprint") != fp:
-            log.info("ignoring %s: written by a run with other params", path)
-            return 0
-        raw.load_state_dict(blob["model"], strict=False)
-        opt.load_state_dict(blob["optimizer"])
-        if accelerator.is_main_process:
-            log.info("resuming from %s (step %d)", path, blob["step"])
-        return int(blob["step"])
+        run.raw.load_state_dict(model_state, strict=False)
+        run.opt.load_state_dict(opt_state)
+        if "scaler" in meta and acc.scaler is not None:
+            acc.scaler.load_state_dict(json.loads(meta["scaler"]))
+        if acc.is_main_process:
+            log.info("resuming from %s (step %s)", path, meta["step"])
+        return int(meta["step"])
     return 0
-
-
-def _write_outputs(out_dir: Path, raw: TrainModel, spec: TrainSpec, params: Params, has_lora: bool,
-                   scratch: Path, live, summary: dict, log_dir: Path) -> None:
-    """Write ``models/<name>/`` into a temp folder, then swap it in (atomic for the whole folder)."""
-    if live is not None:
-        live.end()
-    # Training curves (dvclive) go next to the other metrics, not inside the cached model out.
-    shutil.rmtree(log_dir, ignore_errors=True)
-    if (scratch / "live").exists():
-        shutil.copytree(scratch / "live", log_dir)
-    write_json(log_dir / "run.json", summary)  # timings differ run to run; weights/config do not
-    config = {
-        "levels": params.level_names,
-        "level": spec.name,
-        # prompt-only baselines are conditioned on the species name: they draw at the finest level
-        "level_index": len(params.level_names) - 1 if spec.prompt_only else spec.cut_off,
-        "parent": spec.parent,
-        "spec": asdict(spec),
-        "lora_rank": params.train.lora_rank,
-        "lora_alpha": params.train.lora_alpha,
-        "full_unet": spec.full_unet,
-        "prompt_only": spec.prompt_only,
-        "model": asdict(params.model),
-        "train": asdict(params.train),
-    }
-    with atomic_dir(out_dir) as tmp:
-        raw.conditioner.save(tmp)
-        if has_lora:
-            save_lora(raw.unet, tmp)
-        if spec.full_unet:
-            raw.unet.save_pretrained(tmp / "unet")
-        write_json(tmp / "train_config.json", config)

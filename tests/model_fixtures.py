@@ -1,18 +1,23 @@
 """Shared test fixtures: a real trained-level folder (``models/<level>/``) with small random weights.
 
-Built through the same code the trainer uses (tiny base from ``assets/tiny-base``, peft LoRA saved in the
-diffusers format, ``TaxonomyConditioner.save``), so loaders are exercised for real, never mocked.
+Built through the same code the trainer uses (:func:`taxadiffusion.models.level.build_level_model` and
+``write_level`` on the tiny base from ``assets/tiny-base``), so loaders are exercised for real, never mocked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pandas as pd
 import torch
+from params_util import section
 
 from taxadiffusion.config import ModelConfig
+from taxadiffusion.models.base import load_base
+from taxadiffusion.models.level import LevelConfig, build_level_model, write_level
+from taxadiffusion.specs import progressive_spec
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BASE = REPO / "assets" / "tiny-base"
@@ -20,7 +25,8 @@ LEVELS = ["class", "order", "family", "genus", "species"]
 
 
 def tiny_model_config() -> ModelConfig:
-    return ModelConfig(preset="tiny", pretrained=str(TINY_BASE))
+    """params.yaml's model section on the shipped tiny base, with a one-layer, narrow condition module."""
+    return section("model", {"pretrained": str(TINY_BASE), "cond_layers": 1, "cond_ff": 64})
 
 
 def make_level_dir(
@@ -30,39 +36,24 @@ def make_level_dir(
     seed: int = 0,
     lora_std: float = 0.02,
 ) -> Path:
-    """Write a trained-level folder: LoRA (random, non-zero B so it changes the UNet), conditioner, config.
+    """Write a trained-level folder as ``train@<level>`` does: LoRA, condition module, train_config.json.
 
-    The conditioner gets random weights from ``seed``; a non-zero LoRA ``B`` matrix (peft's gaussian init
-    leaves it at zero) makes the test notice a LoRA that fails to load.
+    The modules are new (random, from ``seed``); a non-zero LoRA ``B`` matrix (peft's gaussian init leaves
+    it at zero) makes a test notice a LoRA that fails to load.
     """
-    from taxadiffusion.models.base import load_base
-    from taxadiffusion.models.conditioner import ConditionerConfig, TaxonomyConditioner
-    from taxadiffusion.models.lora import add_lora, save_lora
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    base = load_base(tiny_model_config())
-    add_lora(base.unet, 4, 4)
+    model_cfg = tiny_model_config()
+    train_cfg = section("train")
+    spec = progressive_spec(train_cfg, list(levels), level)
+    # a level k >= 1 folder carries the LoRA it inherited from level 0
+    config = dataclasses.replace(LevelConfig.for_run(spec, train_cfg, model_cfg, list(levels), seed, parent=None),
+                                 lora_rank=train_cfg.lora_rank, lora_alpha=train_cfg.lora_alpha)
+    base = load_base(model_cfg)
+    unet, conditioner = build_level_model(base, config, None)
     with torch.no_grad():
-        for name, param in base.unet.named_parameters():
+        for name, param in unet.named_parameters():
             if "lora_B" in name:
                 param.normal_(0.0, lora_std)
-    save_lora(base.unet, directory)
-    cond = TaxonomyConditioner(ConditionerConfig(list(levels), width=64, num_layers=1, num_heads=4, ff_dim=64))
-    cond.save(directory)
-    (directory / "train_config.json").write_text(
-        json.dumps(
-            {
-                "levels": list(levels),
-                "level": level,
-                "level_index": list(levels).index(level),
-                "lora_rank": 4,
-                "lora_alpha": 4,
-            }
-        )
-    )
-    return directory
+    return write_level(directory, config, unet, conditioner)
 
 
 def lineage(cls: str, order: str, family: str, genus: str, epithet: str) -> dict:

@@ -2,23 +2,37 @@
 
 Both load through diffusers/transformers ``from_pretrained`` — a local folder or, for sd15, a hub id read
 from the HF cache or downloaded as diffusers normally does. A model that cannot be had is a one-line
-:class:`UserError` naming ``model.pretrained``.
+:class:`UserError` naming ``model.pretrained``, its real cause (no such folder, a folder without ``vae/`` or
+another component, a hub id while ``HF_HUB_OFFLINE=1`` that is not cached, a folder of the other preset)
+and the param to set, checked before anything loads (:func:`check_pretrained`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
+from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..config import ModelConfig
+from ..config import PRESETS, ModelConfig
 from ..errors import UserError
+from ..files import read_json, sha256_file
+from .tiny import SpaceToDepthVAE
 
 SD15_DEFAULT = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_DEFAULT = "assets/tiny-base"
+# the sub-folders a base model folder holds, and the file that marks each one (diffusers layout)
+COMPONENTS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
+              "tokenizer": "tokenizer_config.json", "scheduler": "scheduler_config.json"}
+TINY_VAE = "SpaceToDepthVAE"  # the tiny base's vae/ (a parameter-free space-to-depth view); SD1.5's: AutoencoderKL
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -77,36 +91,86 @@ class BaseModel:
         return self
 
 
+SD_FOLDER = f"a local diffusers folder with {' '.join(c + '/' for c in COMPONENTS)}"
+
+
+def _hint(preset: str) -> str:
+    if preset == "sd15":
+        return (f"set model.pretrained to {SD_FOLDER} (`hf download {SD15_DEFAULT} --local-dir ...` where you "
+                "have network) or to that hub id")
+    return f"set model.pretrained to the tiny base folder ({TINY_DEFAULT}, shipped in the repo)"
+
+
 def _missing(cfg: ModelConfig, exc: Exception) -> UserError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if cfg.preset == "sd15":
-        hint = (
-            f"download it where you have network (`hf download {SD15_DEFAULT}`) or set "
-            "model.pretrained to a local diffusers folder with unet/ vae/ text_encoder/ tokenizer/ scheduler/"
-        )
-    else:
-        hint = f"set model.pretrained to the tiny base folder ({TINY_DEFAULT}, shipped in the repo)"
-    return UserError(f"model.pretrained={cfg.pretrained!r}: cannot load the {cfg.preset} base model ({first}); {hint}")
+    return UserError(f"model.pretrained={cfg.pretrained!r}: cannot load the {cfg.preset} base model ({first}); "
+                     f"{_hint(cfg.preset)}")
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as huggingface_hub reads it (the environment wins over its import-time constant)."""
+    value = os.environ.get("HF_HUB_OFFLINE")
+    return hub_constants.HF_HUB_OFFLINE if value is None else value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _check_folder(cfg: ModelConfig, folder: Path, what: str) -> None:
+    """Every component is there, and the folder is of ``cfg.preset``'s kind (its vae/ config says which)."""
+    where = f"model.pretrained={cfg.pretrained!r}: {what}"
+    for name, marker in COMPONENTS.items():
+        if not (folder / name / marker).is_file():
+            has = "has no" if not (folder / name).is_dir() else f"has {name}/ without {marker} in"
+            raise UserError(f"{where} {has} {name}/ (a base model folder holds "
+                            f"{' '.join(c + '/' for c in COMPONENTS)}); {_hint(cfg.preset)}")
+    try:
+        vae_class = json.loads((folder / "vae" / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        raise UserError(f"{where}: vae/config.json is not a JSON object; {_hint(cfg.preset)}") from None
+    if cfg.preset == "sd15" and vae_class == TINY_VAE:
+        raise UserError(f"{where} holds the tiny base (its vae/ is a {TINY_VAE} config), but model.preset is sd15; "
+                        "set model.preset: tiny, or model.pretrained to a Stable Diffusion 1.5 folder or hub id")
+    if cfg.preset == "tiny" and vae_class != TINY_VAE:
+        raise UserError(f"{where} is not the tiny base (its vae/ is an {vae_class} config, not a {TINY_VAE}), "
+                        f"but model.preset is tiny; set model.preset: sd15, or model.pretrained: {TINY_DEFAULT}")
+
+
+def check_pretrained(cfg: ModelConfig) -> None:
+    """One-line errors for a ``model.pretrained`` that cannot load, naming the cause (module docstring)."""
+    location = cfg.pretrained
+    path = Path(location).expanduser()
+    if path.is_dir():
+        return _check_folder(cfg, path, f"folder {path}")
+    if path.exists():
+        raise UserError(f"model.pretrained={location!r}: {path} is a file, not a model folder; {_hint(cfg.preset)}")
+    if cfg.preset == "tiny" or not _HUB_ID.match(location):
+        raise UserError(f"model.pretrained={location!r}: folder {path} does not exist; {_hint(cfg.preset)}")
+    if not hub_offline():
+        return None  # a hub id: diffusers downloads or reads the cache; failures end in _missing
+    files = {name: try_to_load_from_cache(location, f"{name}/{marker}", revision=cfg.revision)
+             for name, marker in COMPONENTS.items()}
+    absent = [name + "/" for name, found in files.items() if not isinstance(found, str)]
+    if len(absent) == len(files):
+        raise UserError(f"model.pretrained={location!r}: no folder of that name exists, and as a hub id it is not in "
+                        f"the HF cache ({hub_constants.HF_HUB_CACHE}) while HF_HUB_OFFLINE=1; download it where you "
+                        f"have network (`hf download {location}`) or set model.pretrained to {SD_FOLDER}")
+    if absent:
+        raise UserError(f"model.pretrained={location!r}: the HF cache holds it without {' '.join(absent)} (an "
+                        f"incomplete download) while HF_HUB_OFFLINE=1; re-run `hf download {location}` where you "
+                        "have network, or set model.pretrained to a complete local folder")
+    return _check_folder(cfg, Path(files["vae"]).parents[1], "the cached snapshot")
 
 
 def load_base(cfg: ModelConfig, device: str | torch.device = "cpu") -> BaseModel:
     """Load the frozen base model named by ``cfg`` (all parameters ``requires_grad=False``)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    if cfg.preset not in ("tiny", "sd15"):
-        raise UserError(f"model.preset={cfg.preset!r}: expected 'tiny' or 'sd15'")
+    if cfg.preset not in PRESETS:
+        raise UserError(f"model.preset={cfg.preset!r}: expected one of {', '.join(PRESETS)}")
     location = cfg.pretrained
     kwargs = {"revision": cfg.revision} if cfg.revision else {}
-    if cfg.preset == "tiny" and not Path(location).is_dir():
-        raise _missing(cfg, FileNotFoundError(f"no folder {location}"))
+    check_pretrained(cfg)
     try:
         unet = UNet2DConditionModel.from_pretrained(location, subfolder="unet", **kwargs)
         text_encoder = CLIPTextModel.from_pretrained(location, subfolder="text_encoder", **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(location, subfolder="tokenizer", **kwargs)
         if cfg.preset == "tiny":
-            from .tiny import SpaceToDepthVAE
-
             # No weights: the space-to-depth view is parameter-free, so it loads from its config alone.
             vae = SpaceToDepthVAE.from_config(SpaceToDepthVAE.load_config(location, subfolder="vae"))
         else:
@@ -122,8 +186,6 @@ def load_base(cfg: ModelConfig, device: str | torch.device = "cpu") -> BaseModel
 
 
 def _load_scheduler_config(location: str, kwargs: dict) -> dict:
-    from diffusers import DDPMScheduler
-
     config = DDPMScheduler.load_config(location, subfolder="scheduler", **kwargs)
     return {k: v for k, v in dict(config).items() if not k.startswith("_") or k == "_class_name"}
 
@@ -134,7 +196,7 @@ def file_hashes(folder: str | Path) -> dict[str, str]:
     hashes = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.suffix in {".safetensors", ".json", ".txt"} and path.name != "manifest.json":
-            hashes[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+            hashes[str(path.relative_to(folder))] = sha256_file(path)
     return hashes
 
 
@@ -144,53 +206,11 @@ def verify_tiny(folder: str | Path) -> dict:
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
         raise UserError(f"{manifest_path}: missing; the tiny base must be pretrained first (python -m taxadiffusion.pretrain)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json(manifest_path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+        raise UserError(f"{manifest_path}: no 'files' hashes to check the tiny base against")
     actual = file_hashes(folder)
-    for name, digest in manifest.get("files", {}).items():
+    for name, digest in manifest["files"].items():
         if actual.get(name) != digest:
             raise UserError(f"{folder / name}: sha256 does not match {manifest_path} (file changed or missing)")
     return manifest
-
-
-def prepare_base(cfg: ModelConfig, out_dir: str | Path, shards: str | Path | None = None,
-                 latents_dir: str | Path | None = None, device: str = "cpu") -> dict:
-    """The `base` stage: resolve and check the base model; for sd15 optionally cache VAE latents.
-
-    tiny: verifies the shipped weights against ``assets/tiny-base/manifest.json`` (hash + recipe).
-    sd15: loads every component once (a missing model is a one-line error naming ``model.pretrained``)
-    and, with ``model.cache_latents``, encodes the training images once into ``<latents_dir>/train.pt``
-    so training never re-encodes them.
-    """
-    from ..io import write_json
-
-    info: dict = {"preset": cfg.preset, "pretrained": cfg.pretrained, "revision": cfg.revision}
-    if cfg.preset == "tiny":
-        manifest = verify_tiny(cfg.pretrained)
-        info["files"] = manifest["files"]
-        info["recipe"] = manifest.get("recipe")
-    base = load_base(cfg, device=device)
-    info.update(
-        resolution=base.resolution,
-        latent_shape=[int(base.unet.config.in_channels), int(base.unet.config.sample_size), int(base.unet.config.sample_size)],
-        prediction_type=base.prediction_type,
-        text_hidden=base.text_hidden,
-        text_max_length=int(base.tokenizer.model_max_length),
-        unet_parameters=sum(p.numel() for p in base.unet.parameters()),
-    )
-    if cfg.preset == "sd15" and cfg.cache_latents and shards is not None and latents_dir is not None:
-        import torch as _torch
-
-        from ..io import atomic_path
-        from ..shard import load_split_arrays
-        from ..training import encode_all
-
-        images, lineages = load_split_arrays(shards, "train")
-        latents = encode_all(base, images).half()
-        Path(latents_dir).mkdir(parents=True, exist_ok=True)
-        with atomic_path(Path(latents_dir) / "train.pt") as tmp:
-            _torch.save({"latents": latents, "lineages": lineages}, tmp)
-        info["cached_latents"] = int(len(latents))
-    if latents_dir is not None:  # always an output (empty for tiny), so DVC's graph is the same for both presets
-        write_json(Path(latents_dir) / "latents.json", {"preset": cfg.preset, "cached": info.get("cached_latents", 0)})
-    write_json(Path(out_dir) / "base.json", info)
-    return info

@@ -1,4 +1,4 @@
-"""The taxonomy condition module (method.md §1.2, official ``models/taxonomy.py``).
+"""The taxonomy condition module (docs/method.md §1.2, official ``models/taxonomy.py``).
 
 Each level's text ``"<level>: <name>"`` is embedded by the frozen text encoder (``[B, L, T, D]``); level
 ``i`` has its own ``nn.TransformerEncoder`` (post-norm, ReLU, PyTorch defaults as the official code), and
@@ -7,7 +7,6 @@ the outputs of levels ``0..cut_off`` are **summed** into the UNet's cross-attent
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,7 +14,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-SPECIES_KEY = "specific_epithet"  # the official code's key for the species level (method.md §1.2)
+from ..config import SPECIES_TEXTS
+from ..files import atomic_path, read_json, write_json
+
+AS_WRITTEN, EPITHET = SPECIES_TEXTS
+CONDITION_FILE = "condition.safetensors"
+CONDITION_CONFIG = "condition_config.json"
+SPECIES_KEY = "specific_epithet"  # the official code's key for the species level (docs/method.md §1.2)
 
 
 @dataclass
@@ -62,21 +67,19 @@ class TaxonomyConditioner(nn.Module):
         return out
 
     def save(self, directory: str | Path) -> None:
-        from ..io import atomic_path, write_json
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_path(directory / "condition.safetensors") as tmp:
+        with atomic_path(directory / CONDITION_FILE) as tmp:
             save_file(state, str(tmp))
-        write_json(directory / "condition_config.json", asdict(self.config))
+        write_json(directory / CONDITION_CONFIG, asdict(self.config))
 
     @classmethod
     def load(cls, directory: str | Path) -> "TaxonomyConditioner":
         directory = Path(directory)
-        config = ConditionerConfig(**json.loads((directory / "condition_config.json").read_text()))
+        config = ConditionerConfig(**read_json(directory / CONDITION_CONFIG))
         module = cls(config)
-        module.load_state_dict(load_file(str(directory / "condition.safetensors")))
+        module.load_state_dict(load_file(str(directory / CONDITION_FILE)))
         return module
 
 
@@ -84,16 +87,42 @@ def level_key(level: str) -> str:
     return SPECIES_KEY if level == "species" else level.lower()
 
 
-def level_text(level: str, name: str | None, lineage: dict | None = None) -> str:
-    """The per-level prompt ``"<level>: <name>"``; a missing name is the literal ``None`` (no null token).
+class ModelLevels(list):
+    """A model's level names (coarse -> fine) that also carry the species text it was trained with
+    (``train.species_text``, recorded in its ``train_config.json``), so every caller that builds texts from
+    ``model.levels`` writes the text the model was trained on (docs/method.md §1.2)."""
 
-    Species uses the official key ``specific_epithet`` and the epithet alone when the name is a
-    binomial that starts with its genus ("Scorpaenopsis obtusa" -> "specific_epithet: obtusa").
+    def __init__(self, names, species_text: str):
+        super().__init__(names)
+        self.species_text = _checked(species_text)
+
+
+def _checked(species_text) -> str:
+    if species_text not in SPECIES_TEXTS:
+        raise TypeError(f"species_text={species_text!r}: expected one of {', '.join(SPECIES_TEXTS)} "
+                        "(train.species_text)")
+    return species_text
+
+
+def _species_text(levels, species_text: str | None) -> str:
+    """``species_text`` if given, else the one ``levels`` carries (:class:`ModelLevels`); never a silent default."""
+    if species_text is None:
+        species_text = getattr(levels, "species_text", None)
+    return _checked(species_text)
+
+
+def level_text(level: str, name: str | None, lineage: dict | None = None, species_text: str | None = None) -> str:
+    """The per-level text ``"<level>: <name>"``; a missing name is the literal ``None`` (no null token).
+
+    The species level uses the official key ``specific_epithet`` and, by ``species_text`` (docs/method.md §1.2):
+    ``as_written``, the species name as the table writes it (FishNet / BIOSCAN: the binomial,
+    "specific_epithet: Scorpaenopsis obtusa"); ``epithet``, the epithet alone when the name is a binomial that
+    starts with its genus (the official iNat text, "specific_epithet: obtusa").
     """
     if name is None or (isinstance(name, float)) or str(name).strip() == "":
         return f"{level_key(level)}: None"
     name = str(name)
-    if level == "species":
+    if level == "species" and _checked(species_text) == EPITHET:
         genus = (lineage or {}).get("genus")
         parts = name.split(" ", 1)
         if len(parts) == 2 and (genus is None or parts[0] == genus):
@@ -101,17 +130,27 @@ def level_text(level: str, name: str | None, lineage: dict | None = None) -> str
     return f"{level_key(level)}: {name}"
 
 
-def lineage_texts(levels: list[str], lineage: dict, cut_off: int | None = None) -> list[str]:
-    """Texts for every level; levels below ``cut_off`` become ``None`` (method.md §3, generation loop)."""
+def lineage_texts(levels: list[str], lineage: dict, cut_off: int | None = None,
+                  species_text: str | None = None) -> list[str]:
+    """Texts for every level; levels below ``cut_off`` become ``None`` (docs/method.md §3, generation loop).
+
+    ``species_text``: ``as_written`` | ``epithet`` (:func:`level_text`); may be left out only when ``levels`` is
+    a model's :class:`ModelLevels`, which carries it.
+    """
+    species_text = _species_text(levels, species_text)
     texts = []
     for i, level in enumerate(levels):
         name = lineage.get(level) if (cut_off is None or i <= cut_off) else None
-        texts.append(level_text(level, name, lineage))
+        texts.append(level_text(level, name, lineage, species_text))
     return texts
 
 
 def species_prompt(lineage: dict, levels: list[str]) -> str:
-    """The baselines' prompt (SD, SD+LoRA, SD+full): the name of the finest known level alone."""
+    """The baselines' prompt (SD, SD+LoRA, SD+full): the name of the finest known level alone, as written.
+
+    The species is the binomial whatever ``train.species_text`` says: a prompt to the plain text encoder must
+    name the species, and an epithet alone ("vulgaris") names none (docs/deviations.md, "Baseline prompts").
+    """
     for level in reversed(levels):
         name = lineage.get(level)
         if name is not None and str(name).strip():

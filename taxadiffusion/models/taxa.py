@@ -1,12 +1,11 @@
 """A trained TaxaDiffusion model: base + LoRA + taxonomy condition module + text cache.
 
-``models/<level>/`` (written by ``train@<level>``) is self-contained: ``condition.safetensors`` (all level
-modules), ``pytorch_lora_weights.safetensors`` and ``train_config.json``.
+``models/<level>/`` (written by ``train@<level>``; its files: :mod:`taxadiffusion.models.level`) is
+self-contained on top of the base model.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import torch
 from ..config import ModelConfig
 from ..errors import UserError
 from .base import BaseModel, load_base
-from .conditioner import TaxonomyConditioner, lineage_texts, level_text, species_prompt
-from .lora import LORA_FILE, add_lora, load_lora
+from .conditioner import ModelLevels, TaxonomyConditioner, level_text, lineage_texts, species_prompt
+from .level import LevelConfig, build_level_model
 from .text_cache import TextEmbeddingCache
 
 
@@ -25,13 +24,22 @@ class TaxaModel:
     base: BaseModel
     conditioner: TaxonomyConditioner
     cache: TextEmbeddingCache
-    levels: list
-    train_config: dict
+    levels: ModelLevels  # the level names, carrying the species text the model was trained with
+    config: LevelConfig
 
     @property
     def prompt_only(self) -> bool:
         """Baselines (sd, lora, full): conditioned on the species name through the text encoder alone."""
-        return bool(self.train_config.get("prompt_only"))
+        return self.config.prompt_only
+
+    @property
+    def species_text(self) -> str:
+        """``as_written`` | ``epithet``: the species text of its training (docs/method.md §1.2)."""
+        return self.config.species_text
+
+    def texts(self, lineage: dict, cut_off: int) -> list[str]:
+        """The condition texts of levels 0..cut_off, exactly as in training."""
+        return lineage_texts(self.levels, lineage, cut_off, self.species_text)[: cut_off + 1]
 
     @property
     def device(self) -> torch.device:
@@ -39,7 +47,7 @@ class TaxaModel:
 
     def hidden(self, lineages: list[dict], cut_off: int) -> torch.Tensor:
         """Text-encoder states ``[B, cut_off + 1, T, D]`` of levels 0..cut_off (lower levels are unused)."""
-        texts = [lineage_texts(self.levels, lin, cut_off)[: cut_off + 1] for lin in lineages]
+        texts = [self.texts(lin, cut_off) for lin in lineages]
         return self.cache.lineages(texts).to(next(self.conditioner.parameters()).dtype)
 
     @torch.no_grad()
@@ -51,7 +59,7 @@ class TaxaModel:
 
     @torch.no_grad()
     def negative(self, lineages: list[dict], cut_off: int, guidance: str) -> torch.Tensor:
-        """Guidance branch (method.md §3).
+        """Guidance branch (docs/method.md §3).
 
         ``taxaguide``: the same lineage through the level-0 module only; at cut_off 0 the official code
         uses the raw text embedding of ``"<level0>: None"``. ``cfg``: the raw embedding of ``""``.
@@ -67,26 +75,11 @@ class TaxaModel:
 
 
 def load_taxa_model(model_dir: str | Path, model_cfg: ModelConfig, device="cpu", dtype=torch.float32) -> TaxaModel:
-    model_dir = Path(model_dir)
-    config_path = model_dir / "train_config.json"
-    if not config_path.exists():
-        raise UserError(f"{model_dir}: not a trained level (no train_config.json); run `dvc repro` first")
-    train_config = json.loads(config_path.read_text())
+    """The trained level in ``model_dir`` on ``model_cfg``'s base model, frozen, in eval mode."""
+    config = LevelConfig.load(model_dir)
     base = load_base(model_cfg, device=device)
-    if (model_dir / LORA_FILE).exists():
-        add_lora(base.unet, train_config.get("lora_rank", 4), train_config.get("lora_alpha", 4))
-        load_lora(base.unet, model_dir)
-    if train_config.get("full_unet"):
-        from diffusers import UNet2DConditionModel
-
-        base.unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    base.unet, conditioner = build_level_model(base, config, model_dir)
     base.unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    if (model_dir / "condition.safetensors").exists():
-        conditioner = TaxonomyConditioner.load(model_dir)
-    else:  # `sd` baseline: the base model alone (prompt_only), no condition module was trained
-        from .conditioner import ConditionerConfig
-
-        conditioner = TaxonomyConditioner(ConditionerConfig(levels=train_config["levels"][:1], width=base.text_hidden, num_layers=1))
     conditioner = conditioner.to(device=device, dtype=dtype).eval().requires_grad_(False)
     cache = TextEmbeddingCache(base.text_encoder, base.tokenizer, device=device)
-    return TaxaModel(base, conditioner, cache, list(train_config["levels"]), train_config)
+    return TaxaModel(base, conditioner, cache, ModelLevels(config.levels, config.species_text), config)

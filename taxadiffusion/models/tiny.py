@@ -5,7 +5,7 @@
 - Text encoder: a small ``CLIPTextModel`` (frozen, seeded random init; it plays the frozen CLIP encoder).
 - "VAE": a lossless space-to-depth view (32x32x3 <-> 16x16x12, ``pixel_unshuffle``) with the
   ``encode``/``decode`` surface of diffusers' ``AutoencoderKL``, so the same training and sampling code
-  serves SD1.5 latents and tiny pixels. Measured (docs/stack-notes): attention at 32x32 costs 5x more.
+  serves SD1.5 latents and tiny pixels. Measured (docs/install.md): attention at 32x32 costs 5x more.
 - UNet: ``UNet2DConditionModel`` with cross-attention at the 8x8 level only.
 
 The UNet is pretrained once on the captioned *pretraining world* (``taxadiffusion.pretrain``); its weights
@@ -105,7 +105,7 @@ def unet_config() -> dict:
     """UNet on the 16x16x12 space-to-depth view: channels (48, 96), cross-attention at 8x8 only.
 
     Measured on 2 cores (fp32): ~0.22 s per frozen-UNet training step at batch 32 and ~0.4 s per
-    forward at batch 128 (docs/benchmarks.md has the current figures).
+    forward at batch 128 (benchmarks/README.md has the current figures).
     """
     return dict(
         sample_size=16,
@@ -122,7 +122,7 @@ def unet_config() -> dict:
 
 
 def scheduler_config() -> dict:
-    """The tiny base's own noise schedule: v-prediction on a cosine schedule (docs/stack-notes.md:
+    """The tiny base's own noise schedule: v-prediction on a cosine schedule (docs/install.md:
     the recipe that drew recognisable animals on CPU). SD1.5 stays epsilon / scaled_linear."""
     return dict(
         _class_name="DDPMScheduler",
