@@ -3,7 +3,7 @@
 Run from the repository root:  ``python benchmarks/bench_prepare.py [--rows 1100000] [--shard-images 2000]``
 
 1. Generates a BIOSCAN-format TSV (the real 28-column header) with ``--rows`` rows in a temp folder
-   (not timed): ~9% of rows complete to species, ``not_classified`` elsewhere (docs/ecosystem.md §1a),
+   (not timed): ~9% of rows complete to species, ``not_classified`` elsewhere (docs/datasets.md §1a),
    a long tail of ~8,000 species, and a 658-base ``nucraw`` so rows are about as long as the real
    file's (1.23 GB for 1,128,313 rows).
 2. Runs ``prepare`` on it with ``prepare.check_images: none`` (no image files needed; the
@@ -25,8 +25,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
+from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from taxadiffusion.config import load_params, params_from_dict, read_params_dict
+from taxadiffusion.prepare import prepare
+
+REPO = Path(__file__).resolve().parents[1]
 
 HEADER = ("sampleid processid uri name phylum class order family subfamily tribe genus species subspecies nucraw "
           "image_file large_diptera_family medium_diptera_family small_diptera_family large_insect_order "
@@ -73,14 +78,19 @@ def generate_tsv(path: Path, rows: int, seed: int = 0) -> dict:
     return {"rows": rows, "complete": int(complete.sum()), "bytes": path.stat().st_size}
 
 
+def bench_params(overrides: dict) -> dict:
+    """The repository's params.yaml (the one source of defaults) with ``overrides`` merged into its sections."""
+    data = read_params_dict(REPO / "params.yaml")
+    for section, values in overrides.items():
+        data[section].update(values)
+    return data
+
+
 def child_prepare(params_path: str, out: str) -> None:
     """Run in a fresh process so ru_maxrss measures prepare alone."""
-    from taxadiffusion.config import load_params
-    from taxadiffusion.prepare import prepare
-
     params = load_params(params_path)
     t0 = time.perf_counter()
-    report = prepare(params, out=out, show_progress=False)
+    report = prepare(params.dataset, params.prepare, params.level_names, out, show_progress=False)
     wall = time.perf_counter() - t0
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
     print(json.dumps({"prepare_wall_s": round(wall, 2), "prepare_peak_rss_gb": round(peak_gb, 3),
@@ -89,19 +99,17 @@ def child_prepare(params_path: str, out: str) -> None:
 
 
 def bench_prepare(tmp: Path, rows: int) -> dict:
-    import yaml
-
     tsv = tmp / "BIOSCAN_Insect_Dataset_metadata.tsv"
     t0 = time.perf_counter()
     gen = generate_tsv(tsv, rows)
     print(f"generated {rows:,} rows ({gen['bytes'] / 1e9:.2f} GB, {gen['complete']:,} complete to species) "
           f"in {time.perf_counter() - t0:.1f} s (not counted)", flush=True)
     params = tmp / "params.yaml"
-    params.write_text(yaml.safe_dump({
+    params.write_text(yaml.safe_dump(bench_params({
         "dataset": {"name": "bioscan1m", "metadata": str(tsv), "images": str(tmp / "images"), "synonyms": {},
                     "preprocess": "pad_white"},
         "prepare": {"check_images": "none"},
-    }))
+    })))
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", str(params), str(tmp / "prepared")],
                           capture_output=True, text=True)
@@ -115,10 +123,8 @@ def bench_prepare(tmp: Path, rows: int) -> dict:
 
 
 def bench_shard(tmp: Path, n_images: int, resolution: int = 32) -> dict:
-    from PIL import Image
-
-    from taxadiffusion.config import params_from_dict
-    from taxadiffusion.prepare import prepare
+    # Imported here, not at the top: taxadiffusion.shard pulls in torch (~470 MB RSS), which the prepare child
+    # (this same file) must not load, or its ru_maxrss would not measure prepare alone.
     from taxadiffusion.shard import write_shards
 
     root = tmp / "shard_images"
@@ -133,17 +139,19 @@ def bench_shard(tmp: Path, n_images: int, resolution: int = 32) -> dict:
         img.save(root / rel, quality=90)
         lines.append(f"{rel},Insecta,Order{sp % 5},Fam{sp % 20},Gen{sp},Gen{sp} ep{sp}")
     (tmp / "shard_ann.csv").write_text("\n".join(lines) + "\n")
-    params = params_from_dict({
+    params = params_from_dict(bench_params({
         "dataset": {"name": "table", "metadata": str(tmp / "shard_ann.csv"), "images": str(root),
                     "resolution": resolution, "preprocess": "center_crop"},
         "prepare": {"check_images": "header"},
         "shard": {"samples_per_shard": 1000},
-    })
+    }))
+    levels = params.level_names
     t0 = time.perf_counter()
-    prepare(params, out=tmp / "shard_prepared", show_progress=False)
+    prepare(params.dataset, params.prepare, levels, tmp / "shard_prepared", show_progress=False)
     t_check = time.perf_counter() - t0
     t0 = time.perf_counter()
-    index = write_shards(params, tmp / "shard_prepared", tmp / "shards", show_progress=False)
+    index = write_shards(params.dataset, params.shard, levels, tmp / "shard_prepared", tmp / "shards",
+                         show_progress=False)
     t_shard = time.perf_counter() - t0
     n = index["train"]["count"] + index["test"]["count"]
     size = sum(p.stat().st_size for p in (tmp / "shards").rglob("*.tar"))

@@ -7,17 +7,13 @@ Run: ``python stages/prepare.py [--params params.yaml] [--out data/prepared]``
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/prepare.py`
-
-from taxadiffusion.cli import run_stage, stage_parser  # noqa: E402
-from taxadiffusion.prepare import prepare  # noqa: E402
+from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.prepare import prepare
 
 
 def main(args, params) -> None:
-    report = prepare(params, out=args.out)
+    report = prepare(params.dataset, params.prepare, params.level_names, args.out)
     logging.info(
         "prepare: %d rows in, %d kept (train %d, test %d, %d species); dropped %s",
         report["rows_in"], report["rows_kept"], report["splits"]["train"], report["splits"]["test"],

@@ -7,17 +7,13 @@ Run: ``python stages/shard.py [--params params.yaml] [--prepared data/prepared] 
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/shard.py`
-
-from taxadiffusion.cli import run_stage, stage_parser  # noqa: E402
-from taxadiffusion.shard import write_shards  # noqa: E402
+from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.shard import write_shards
 
 
 def main(args, params) -> None:
-    index = write_shards(params, prepared=args.prepared, out=args.out)
+    index = write_shards(params.dataset, params.shard, params.level_names, args.prepared, args.out)
     logging.info(
         "shard: train %d images in %d shards, test %d images in %d shards, %dpx %s",
         index["train"]["count"], len(index["train"]["shards"]), index["test"]["count"],

@@ -1,6 +1,6 @@
 """Image checks (``prepare``) and the paper's preprocessing (``shard``).
 
-Preprocessing (method.md §4 "Preprocessing"): an optional bounding-box crop first (FishNet), then
+Preprocessing (docs/method.md §4): an optional bounding-box crop first (FishNet), then
 one of
 
 - ``center_crop``: square centre crop of side ``min(W, H)``, then resize (the official validation
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-PREPROCESS_MODES = ("center_crop", "resize", "pad_white")
-CHECK_MODES = ("none", "header", "decode")
+from .config import PREPROCESS
+
 WHITE = (255, 255, 255)
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _DRAFT_MARGIN = 2  # decode at >= 2x the target side before the LANCZOS resize
@@ -108,7 +108,7 @@ def _draft_scale(region: tuple[float, float], mode: str, resolution: int) -> flo
 
 def preprocess(im: Image.Image, mode: str, resolution: int, bbox=None) -> Image.Image:
     """RGB image -> ``resolution``² RGB image (bbox crop, then ``mode``); see the module docstring."""
-    if mode not in PREPROCESS_MODES:
+    if mode not in PREPROCESS:
         raise ValueError(f"unknown preprocess mode {mode!r}")
     im = to_rgb(im)
     if bbox is not None:

@@ -2,20 +2,26 @@
 
 Steps (each skipped row is counted under one reason, the first that applies, in this order):
 
-1. read the dataset (:mod:`taxadiffusion.readers`; reader-specific reasons such as ``unknown_category_id``),
+1. read the dataset (:mod:`taxadiffusion.readers`; ``dataset.na_values`` such as ``NA`` are missing ranks;
+   reader-specific reasons such as ``unknown_category_id``, or ``image_url`` for a ``table`` image given as a URL),
 2. normalise names (whitespace, capitalisation, binomials, ``dataset.synonyms``),
-3. ``missing_<level>``: keep complete lineages for every level in ``params.levels`` (coarse first);
-   ``missing_path`` for a row that names no image,
+3. ``missing_<level>``: keep lineages named down to ``prepare.finest_required`` (coarse first); a finer
+   level may be missing (a *partial lineage*, trained with ``"<level>: None"``, docs/method.md §2) unless a
+   level below it is named (a gap); ``missing_path`` for a row that names no image,
 4. ``path_escapes_root``: the image path must stay inside ``dataset.images`` (checked on the text
    of the path, so it also holds with ``check_images: none`` and never touches the disk),
 5. ``duplicate``: the same path with the same lineage again; ``conflicting_lineage``: one image
    labelled with different lineages (all its rows: neither label can be trusted),
 6. ``inconsistent_lineage``: a species (the finest level) seen under several lineages keeps its most
-   frequent one, so ``taxonomy.json`` holds every species once,
+   frequent one, so ``taxonomy.json`` holds every species once; a homonym (the same name under lineages
+   that share no ancestor, :func:`_same_taxon_groups`) is two taxa and keeps both (complete lineages only),
 7. image checks (``prepare.check_images``): ``missing_image``, ``corrupt_image``, ``invalid_bbox``.
    ``none`` skips the existence and decode checks (for huge tables whose images live elsewhere).
 
-Then a per-species train/test split (see :func:`split_per_species`).
+Then a per-species train/test split of the complete lineages (see :func:`split_per_species`); partial
+lineages go to train, so the test split, ``taxonomy.json``, the generation plan and the per-species metrics
+hold complete lineages only. Species and the taxa of every level are keyed on their full lineage (split,
+``taxonomy.json``, ``report.json`` ``taxa``), never on a name alone.
 """
 
 from __future__ import annotations
@@ -32,27 +38,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import io as tio
-from .config import Params
+from . import files
+from .config import DatasetConfig, PrepareConfig
 from .errors import UserError
-from .images import CHECK_MODES, bbox_box, check_image
+from .images import bbox_box, check_image
 from .readers import BBOX_COLUMNS, Drops, read_dataset
 
 log = logging.getLogger(__name__)
 
 RESERVED_COLUMNS = {"path", "split", "row", *BBOX_COLUMNS}
 _WS = re.compile(r"\s+")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 _INF = float("inf")
 
 
-def safe_name(name: str) -> str:
-    """A taxon name as one file-name component: ``Perciformes/Scorpaenoidei`` -> ``Perciformes_Scorpaenoidei``.
-
-    The name itself is kept verbatim in the table and taxonomy; only paths use this.
-    """
-    out = _UNSAFE.sub("_", str(name)).strip(" .")
-    return out or "_"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,21 +145,75 @@ def _drop(df: pd.DataFrame, mask, reason: str, drops: Drops, detail: pd.Series |
     return df[~mask]
 
 
-def _keep_majority_lineage(df: pd.DataFrame, levels: list[str], drops: Drops) -> pd.DataFrame:
+def _same_taxon_groups(counts: pd.DataFrame, levels: list[str]) -> np.ndarray:
+    """A group id per distinct lineage (row of ``counts``): one group per taxon of the finest level.
+
+    Lineages of one finest name are one taxon, placed inconsistently, when they share an ancestor at some
+    rank, other than one the name itself spells out (the genus of a binomial); they are homonyms, two
+    taxa, when they share none: *Morus* the gannet (Animalia > ... > Sulidae) and *Morus* the mulberry
+    (Plantae > ... > Moraceae).
+    """
     finest = levels[-1]
+    group = np.arange(len(counts))
+    shared = np.flatnonzero(counts.duplicated(finest, keep=False).to_numpy())
+    if not len(shared):
+        return group
+    sub = counts.iloc[shared].reset_index(drop=True)
+    root = list(range(len(sub)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    names = sub[finest].astype(str).tolist()
+    for lv in levels[:-1]:
+        values = sub[lv].astype(str).tolist()
+        evidence = np.array([not (v == n or n.startswith(v + " ")) for v, n in zip(values, names)], dtype=bool)
+        rows = np.flatnonzero(evidence)  # an ancestor the name spells out (its genus) is no evidence
+        for members in sub.iloc[rows].groupby([finest, lv], sort=False, observed=True).indices.values():
+            for other in rows[members[1:]]:
+                root[find(other)] = find(rows[members[0]])
+    group[shared] = shared[[find(i) for i in range(len(sub))]]
+    return group
+
+
+def _keep_majority_lineage(df: pd.DataFrame, levels: list[str], drops: Drops) -> pd.DataFrame:
+    """A taxon of the finest level seen under several lineages keeps its most frequent one (homonyms: both)."""
     if len(levels) < 2:
         return df
     counts = df.groupby(levels, sort=True, observed=True).size().rename("_n").reset_index()
+    counts["_g"] = _same_taxon_groups(counts, levels)
     # most rows first; ties broken by the sorted lineage so the choice is deterministic
     counts = counts.sort_values(["_n", *levels], ascending=[False] + [True] * len(levels), kind="stable")
-    best = counts.drop_duplicates(finest)[levels]
+    best = counts.drop_duplicates("_g")
     if len(best) == len(counts):
         return df
-    merged = df[levels].merge(best.assign(_best=True), on=levels, how="left")
-    bad = merged["_best"].isna().to_numpy()
-    chosen = best.set_index(finest)
-    detail = df.loc[bad, finest].map(lambda s: "kept lineage: " + " > ".join(chosen.loc[s].tolist() + [s]))
-    return _drop(df, bad, "inconsistent_lineage", drops, detail.reindex(df.index))
+    kept = {g: "kept lineage: " + " > ".join(lin)
+            for g, lin in zip(best["_g"], best[levels].astype(str).values.tolist())}
+    counts["_best"] = counts.index.isin(best.index)
+    merged = df[levels].merge(counts[[*levels, "_g", "_best"]], on=levels, how="left")
+    bad = ~merged["_best"].to_numpy(dtype=bool)
+    detail = pd.Series(merged["_g"].map(kept).to_numpy(), index=df.index)
+    return _drop(df, bad, "inconsistent_lineage", drops, detail)
+
+
+def lineage_counts(table: pd.DataFrame, levels: list[str]) -> dict[str, int]:
+    """Distinct taxa per level, counted by lineage (a homonym genus under two families counts twice); a
+    partial lineage counts at the levels it names."""
+    return {lv: int(len(table[levels[: k + 1]].dropna().drop_duplicates())) for k, lv in enumerate(levels)}
+
+
+def named_depth(table: pd.DataFrame, levels: list[str]) -> np.ndarray:
+    """Per row, how many levels from the coarsest on are named (``len(levels)``: a complete lineage)."""
+    return table[levels].notna().to_numpy().cumprod(axis=1).sum(axis=1)
+
+
+def partial_rows(table: pd.DataFrame, levels: list[str]) -> dict[str, int]:
+    """Kept partial lineages per finest named level, coarse to fine (``report.json`` ``partial_rows``)."""
+    depth = named_depth(table, levels)
+    return {lv: int((depth == k + 1).sum()) for k, lv in enumerate(levels[:-1]) if (depth == k + 1).any()}
 
 
 def _check_images(df: pd.DataFrame, root: Path, mode: str, show_progress: bool) -> tuple[list, list, list]:
@@ -205,50 +257,39 @@ def _row_hash(paths: pd.Series, seed: int) -> np.ndarray:
     return pd.util.hash_pandas_object(paths.astype(str), index=False, hash_key=key).to_numpy()
 
 
-def split_per_species(df: pd.DataFrame, species_col: str, seed: int, test_fraction: float) -> tuple[pd.Series, int]:
+def split_per_species(df: pd.DataFrame, species: str | list[str], seed: int, test_fraction: float
+                      ) -> tuple[pd.Series, int]:
     """``train``/``test`` per row, split within each species.
 
-    A species with one image stays in train (counted); with n >= 2 images, ``round(n * test_fraction)``
-    clipped to [1, n - 1] go to test, so every test species is also seen in training (needed for
-    per-species FID and the probe). Which rows go to test depends only on the seed and each row's
-    path, so adding images of one species does not reshuffle the others.
+    ``species`` is the species column, or the level columns: then a species is a full lineage, so two
+    homonyms are two species. A species with one image stays in train (counted); with n >= 2 images,
+    ``round(n * test_fraction)`` clipped to [1, n - 1] go to test, so every test species is also seen in
+    training (needed for per-species FID and the probe). Which rows go to test depends only on the seed
+    and each row's path, so adding images of one species does not reshuffle the others.
     """
-    if not 0.0 <= test_fraction < 1.0:
-        raise UserError(f"params.yaml: prepare.test_fraction must be in [0, 1), got {test_fraction}")
-    n = df.groupby(species_col, observed=True)[species_col].transform("size").to_numpy()
+    key = df[species] if isinstance(species, str) else df.groupby(list(species), sort=False, observed=True).ngroup()
+    n = key.groupby(key).transform("size").to_numpy()
     order = pd.Series(_row_hash(df["path"], seed), index=df.index)
-    rank = order.groupby(df[species_col], observed=True).rank(method="first").to_numpy()
+    rank = order.groupby(key).rank(method="first").to_numpy()
     if test_fraction > 0:
         n_test = np.clip(np.rint(n * test_fraction), 1, np.maximum(n - 1, 0))
     else:
         n_test = np.zeros_like(n)
     split = np.where(rank <= n_test, "test", "train")
-    single = int(df.loc[n == 1, species_col].nunique())
-    return pd.Series(split, index=df.index, dtype="string"), single
+    return pd.Series(split, index=df.index, dtype="string"), int((n == 1).sum())
 
 
 # --------------------------------------------------------------------------------------------------
 # The stage
 
 
-def prepare(params: Params, out: str | Path = "data/prepared", show_progress: bool = True) -> dict:
-    """Read, filter, check, split; write the three ``data/prepared`` files; return the report."""
-    cfg, pcfg = params.dataset, params.prepare
-    levels = params.level_names
-    clash = sorted(set(levels) & RESERVED_COLUMNS)
-    if clash:
-        raise UserError(f"params.yaml: level name(s) {clash} clash with table columns {sorted(RESERVED_COLUMNS)}")
-    if pcfg.check_images not in CHECK_MODES:
-        raise UserError(f"params.yaml: prepare.check_images must be one of {list(CHECK_MODES)}, got {pcfg.check_images!r}")
-    out = Path(out)
-    root = Path(cfg.images)
-
-    df, drops = read_dataset(cfg, levels, pcfg.max_examples)
-    rows_in = len(df) + drops.total
-    df = normalise_names(df, levels, cfg.synonyms)
-
-    for lv in levels:
-        df = _drop(df, df[lv].isna(), f"missing_{lv}", drops)
+def _filter_rows(df: pd.DataFrame, levels: list[str], finest: int, drops: Drops) -> pd.DataFrame:
+    """Steps 3-6 of the module docstring: lineages named down to ``levels[finest]``, safe paths, one lineage
+    per image and taxon."""
+    for i, lv in enumerate(levels):
+        # below the required levels a name may be missing, unless a finer one is named (a gap)
+        gap = df[levels[i + 1:]].notna().any(axis=1).to_numpy() if i > finest else True
+        df = _drop(df, df[lv].isna().to_numpy() & gap, f"missing_{lv}", drops)
     df = _drop(df, df["path"].isna(), "missing_path", drops)
 
     inside = _map_unique(df["path"], _path_inside_root)
@@ -258,13 +299,19 @@ def prepare(params: Params, out: str | Path = "data/prepared", show_progress: bo
     df = _drop(df, df.duplicated(["path", *levels], keep="first"), "duplicate", drops)
     conflict = df.duplicated("path", keep=False)
     df = _drop(df, conflict, "conflicting_lineage", drops)
-    df = _keep_majority_lineage(df, levels, drops)
+    complete = df[levels].notna().all(axis=1)
+    if complete.all():
+        return _keep_majority_lineage(df, levels, drops)
+    return pd.concat([_keep_majority_lineage(df[complete], levels, drops), df[~complete]]).sort_index()
 
+
+def _filter_images(df: pd.DataFrame, root: Path, mode: str, drops: Drops, show_progress: bool) -> pd.DataFrame:
+    """Step 7: ``missing_image``, ``corrupt_image`` (unless ``mode`` is ``none``), ``invalid_bbox``."""
     sizes = None
-    if pcfg.check_images != "none" and len(df):
+    if mode != "none" and len(df):
         if not root.is_dir():
             raise UserError(f"{root}: image folder not found (set dataset.images, or prepare.check_images: none)")
-        status, sizes, errors = _check_images(df, root, pcfg.check_images, show_progress)
+        status, sizes, errors = _check_images(df, root, mode, show_progress)
         status = np.array(status, dtype=object)
         err = pd.Series(errors, index=df.index, dtype=object)
         missing, corrupt = status == "missing", status == "corrupt"
@@ -272,7 +319,41 @@ def prepare(params: Params, out: str | Path = "data/prepared", show_progress: bo
         drops.add("corrupt_image", df[corrupt], err[corrupt])
         sizes = [s for s, bad in zip(sizes, missing | corrupt) if not bad]
         df = df[~(missing | corrupt)]
-    df = _drop(df, _bbox_problems(df, sizes), "invalid_bbox", drops)
+    return _drop(df, _bbox_problems(df, sizes), "invalid_bbox", drops)
+
+
+def _final_table(df: pd.DataFrame, levels: list[str], pcfg: PrepareConfig) -> tuple[pd.DataFrame, int]:
+    """The contract's columns in file order, with the split; (table, single-image species).
+
+    Only complete lineages are split; partial ones train only (docs/method.md §2)."""
+    df = df.reset_index(drop=True)
+    complete = named_depth(df, levels) == len(levels)
+    split, single = split_per_species(df[complete], levels, pcfg.seed, pcfg.test_fraction)
+    df["split"] = pd.Series("train", index=df.index, dtype="string")
+    df.loc[split.index, "split"] = split
+    cols = ["path", *levels, "split", "row"] + [c for c in BBOX_COLUMNS if c in df.columns]
+    table = df[cols].copy()
+    table["row"] = table["row"].astype("int64")
+    if "bbox_x" in table.columns and table[BBOX_COLUMNS].isna().all(axis=None):
+        table = table.drop(columns=BBOX_COLUMNS)
+    return table, single
+
+
+def prepare(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str], out: str | Path,
+            show_progress: bool = True) -> dict:
+    """Read, filter, check, split; write the three ``data/prepared`` files; return the report."""
+    clash = sorted(set(levels) & RESERVED_COLUMNS)
+    if clash:
+        raise UserError(f"params.yaml: level name(s) {clash} clash with table columns {sorted(RESERVED_COLUMNS)}")
+    if pcfg.finest_required not in levels:
+        raise UserError(f"params.yaml prepare.finest_required={pcfg.finest_required!r}: expected one of {levels}")
+    out = Path(out)
+
+    df, drops = read_dataset(cfg, levels, pcfg.max_examples)
+    rows_in = len(df) + drops.total
+    df = normalise_names(df, levels, cfg.synonyms)
+    df = _filter_rows(df, levels, levels.index(pcfg.finest_required), drops)
+    df = _filter_images(df, Path(cfg.images), pcfg.check_images, drops, show_progress)
 
     rows_kept = len(df)
     report = {
@@ -281,6 +362,7 @@ def prepare(params: Params, out: str | Path = "data/prepared", show_progress: bo
         "images": str(cfg.images),
         "check_images": pcfg.check_images,
         "levels": levels,
+        "finest_required": pcfg.finest_required,
         "rows_in": int(rows_in),
         "rows_kept": int(rows_kept),
         "dropped": dict(sorted(drops.counts.items())),
@@ -288,25 +370,20 @@ def prepare(params: Params, out: str | Path = "data/prepared", show_progress: bo
     }
     assert report["rows_in"] == report["rows_kept"] + sum(report["dropped"].values()), report["dropped"]
     if rows_kept == 0:
-        tio.write_json(out / "report.json", report)
+        files.write_json(out / "report.json", report)
         reasons = ", ".join(f"{k}: {v}" for k, v in report["dropped"].items())
         raise UserError(f"{cfg.metadata}: no usable rows: all {rows_in} were dropped ({reasons}); see {out / 'report.json'}")
 
-    df = df.reset_index(drop=True)
-    df["split"], single = split_per_species(df, levels[-1], pcfg.seed, pcfg.test_fraction)
-    cols = ["path", *levels, "split", "row"] + [c for c in BBOX_COLUMNS if c in df.columns]
-    table = df[cols].copy()
-    table["row"] = table["row"].astype("int64")
-    if "bbox_x" in table.columns and table[BBOX_COLUMNS].isna().all(axis=None):
-        table = table.drop(columns=BBOX_COLUMNS)
-
-    lineages = table[levels].drop_duplicates().sort_values(levels).astype(str).values.tolist()
+    table, single = _final_table(df, levels, pcfg)
+    lineages = table[levels].dropna().drop_duplicates().sort_values(levels).astype(str).values.tolist()
+    taxa = lineage_counts(table, levels)
+    report["partial_rows"] = partial_rows(table, levels)  # kept, per finest named level; train split only
     report["splits"] = {s: int((table["split"] == s).sum()) for s in ("train", "test")}
-    report["species"] = {"total": int(table[levels[-1]].nunique()), "train_only_single_image": single}
-    report["taxa"] = {lv: int(table[lv].nunique()) for lv in levels}
+    report["species"] = {"total": taxa[levels[-1]], "train_only_single_image": single}
+    report["taxa"] = taxa
 
-    with tio.atomic_path(out / "table.parquet") as tmp:
+    with files.atomic_path(out / "table.parquet") as tmp:
         table.to_parquet(tmp, index=False)
-    tio.write_json(out / "taxonomy.json", {"levels": levels, "lineages": lineages})
-    tio.write_json(out / "report.json", report)
+    files.write_json(out / "taxonomy.json", {"levels": levels, "lineages": lineages})
+    files.write_json(out / "report.json", report)
     return report

@@ -3,8 +3,9 @@
 ``data/shards/{train,test}/shard-%06d.tar`` hold the samples of each split in table order:
 ``__key__`` = ``%09d`` of the table row index, ``png`` = the preprocessed RGB image at
 ``dataset.resolution`` (see :mod:`taxadiffusion.images`), ``json`` = ``{"lineage", "row", "path"}``.
-Tar members carry a fixed mtime/owner, so two runs give byte-identical shards. Each shard is
-written under a temporary name and renamed when complete; ``index.json`` is written last.
+Tar members carry a fixed mtime/owner, so two runs give byte-identical shards. The whole
+folder (shards and ``index.json``) is built under a temporary name and swapped in when complete, so a
+killed run leaves the old output or the new one, never a mix.
 
 Readers for training / evaluation: :func:`iter_shard_samples` and :func:`load_split_arrays`.
 """
@@ -22,10 +23,10 @@ import pandas as pd
 import webdataset as wds
 from tqdm.auto import tqdm
 
-from . import io as tio
-from .config import Params
+from . import files
+from .config import DatasetConfig, ShardConfig
 from .errors import UserError
-from .images import PREPROCESS_MODES, encode_png, load_preprocessed
+from .images import encode_png, load_preprocessed
 from .readers import BBOX_COLUMNS
 
 SPLITS = ("train", "test")
@@ -79,40 +80,26 @@ def _write_split(rows: pd.DataFrame, split_dir: Path, split: str, per_shard: int
     bar = tqdm(total=len(records), desc=f"shard: {split}", unit="img", disable=not show_progress)
     for shard_no, start in enumerate(range(0, len(records), per_shard)):
         name = SHARD_PATTERN % shard_no
-        with tio.atomic_path(split_dir / name) as tmp:
-            writer = _tar_writer(tmp)
-            try:
-                stop = min(start + per_shard, len(records))
-                for b in range(start, stop, _BATCH):
-                    jobs = [(indices[i], records[i], root, mode, resolution, levels, has_bbox)
-                            for i in range(b, min(b + _BATCH, stop))]
-                    for sample in pool.map(_make_sample, jobs):  # map keeps table order
-                        writer.write(sample)
-                    bar.update(len(jobs))
-            finally:
-                writer.close()
+        writer = _tar_writer(split_dir / name)  # inside the whole-folder temporary of write_shards
+        try:
+            stop = min(start + per_shard, len(records))
+            for b in range(start, stop, _BATCH):
+                jobs = [(indices[i], records[i], root, mode, resolution, levels, has_bbox)
+                        for i in range(b, min(b + _BATCH, stop))]
+                for sample in pool.map(_make_sample, jobs):  # map keeps table order
+                    writer.write(sample)
+                bar.update(len(jobs))
+        finally:
+            writer.close()
         names.append(f"{split}/{name}")
     bar.close()
-    # Shards left from an earlier, larger run would otherwise sit next to the new ones.
-    keep = {Path(n).name for n in names}
-    for old in split_dir.glob("shard-*.tar"):
-        if old.name not in keep:
-            old.unlink()
     return names
 
 
-def write_shards(params: Params, prepared: str | Path = "data/prepared", out: str | Path = "data/shards",
-                 show_progress: bool = True) -> dict:
+def write_shards(cfg: DatasetConfig, shard_cfg: ShardConfig, levels: list[str], prepared: str | Path,
+                 out: str | Path, show_progress: bool = True) -> dict:
     """Write the train/test shards and ``index.json``; returns the index."""
-    cfg = params.dataset
-    levels = params.level_names
-    if cfg.preprocess not in PREPROCESS_MODES:
-        raise UserError(f"params.yaml: dataset.preprocess must be one of {list(PREPROCESS_MODES)}, got {cfg.preprocess!r}")
-    if not isinstance(cfg.resolution, int) or cfg.resolution < 1:
-        raise UserError(f"params.yaml: dataset.resolution must be a positive integer, got {cfg.resolution!r}")
-    per_shard = params.shard.samples_per_shard
-    if not isinstance(per_shard, int) or per_shard < 1:
-        raise UserError(f"params.yaml: shard.samples_per_shard must be a positive integer, got {per_shard!r}")
+    per_shard = shard_cfg.samples_per_shard
     prepared, out, root = Path(prepared), Path(out), Path(cfg.images)
     table = _load_table(prepared, levels)
     bad_split = sorted(set(table["split"].dropna().unique()) - set(SPLITS))
@@ -123,13 +110,15 @@ def write_shards(params: Params, prepared: str | Path = "data/prepared", out: st
 
     index = {"levels": levels, "resolution": cfg.resolution, "preprocess": cfg.preprocess,
              "samples_per_shard": per_shard}
-    # Decode / resize / PNG-encode release the GIL for most of their time, so threads scale on cores.
-    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+    # The whole folder is built under a temporary name and swapped in: a killed run leaves the old shards
+    # and index or the new ones, never a mix of resolutions. Decode / resize / PNG-encode release the GIL for
+    # most of their time, so threads scale on cores.
+    with files.atomic_dir(out) as staging, ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
         for split in SPLITS:
             rows = table[table["split"] == split]
-            names = _write_split(rows, out / split, split, per_shard, ctx, pool, show_progress)
+            names = _write_split(rows, staging / split, split, per_shard, ctx, pool, show_progress)
             index[split] = {"shards": names, "count": int(len(rows))}
-    tio.write_json(out / "index.json", index)
+        files.write_json(staging / "index.json", index)
     return index
 
 
@@ -141,7 +130,7 @@ def read_index(shard_dir: str | Path) -> dict:
     path = Path(shard_dir) / "index.json"
     if not path.is_file():
         raise UserError(f"{path}: not found (run the shard stage first)")
-    return tio.read_json(path)
+    return files.read_json(path)
 
 
 def shard_urls(shard_dir: str | Path, split: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -15,9 +16,10 @@ import yaml
 from PIL import Image
 
 from taxadiffusion import prepare as P
-from taxadiffusion.config import params_from_dict
 from taxadiffusion.errors import UserError
 from taxadiffusion.readers import BIOSCAN_FILENAMES
+
+from params_util import make_params, params_dict
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).parent / "fixtures"
@@ -31,7 +33,11 @@ def _jpeg(path: Path, size=(40, 30), color=(200, 60, 30)) -> None:
 
 
 def _params(dataset: dict, prepare: dict | None = None):
-    return params_from_dict({"dataset": dataset, "prepare": {"check_images": "header", **(prepare or {})}})
+    return make_params({"dataset": dataset, "prepare": {"check_images": "header", **(prepare or {})}})
+
+
+def _prepare(params, out: Path) -> dict:
+    return P.prepare(params.dataset, params.prepare, params.level_names, out, show_progress=False)
 
 
 def _fishnet_images(root: Path) -> None:
@@ -61,7 +67,7 @@ def _read_outputs(out: Path):
 
 def test_fishnet_prepare_counts_every_reason_and_writes_the_contract(tmp_path):
     out = tmp_path / "prepared"
-    report = P.prepare(_fishnet_params(tmp_path), out=out, show_progress=False)
+    report = _prepare(_fishnet_params(tmp_path), out)
     table, taxonomy, on_disk = _read_outputs(out)
     assert on_disk == json.loads(json.dumps(report))
     assert report["dropped"] == {"missing_species": 1, "missing_class": 1, "duplicate": 1, "missing_image": 1,
@@ -106,7 +112,7 @@ def test_check_images_modes(tmp_path):
     dropped = {}
     for mode in ("none", "header", "decode"):
         params = _params({"name": "table", "metadata": str(ann), "images": str(root)}, {"check_images": mode})
-        dropped[mode] = P.prepare(params, out=tmp_path / mode, show_progress=False)["dropped"]
+        dropped[mode] = _prepare(params, tmp_path / mode)["dropped"]
     assert dropped["none"] == {"path_escapes_root": 1}  # no disk access, but the root check stays
     assert dropped["header"] == {"path_escapes_root": 1, "missing_image": 1}  # a JPEG header survives truncation
     assert dropped["decode"] == {"path_escapes_root": 1, "missing_image": 1, "corrupt_image": 1}
@@ -115,7 +121,7 @@ def test_check_images_modes(tmp_path):
 def test_bioscan_prepare_without_images(tmp_path):
     params = _params({"name": "bioscan1m", "metadata": str(FIX), "images": str(tmp_path / "none"),
                       "preprocess": "pad_white"}, {"check_images": "none"})
-    report = P.prepare(params, out=tmp_path / "out", show_progress=False)
+    report = _prepare(params, tmp_path / "out")
     assert report["dropped"] == {"missing_genus": 1, "missing_order": 1}
     assert report["rows_kept"] == 4 and report["species"] == {"total": 2, "train_only_single_image": 1}
     table = pd.read_parquet(tmp_path / "out" / "table.parquet")
@@ -143,7 +149,7 @@ def test_invalid_bbox_conflicts_and_inconsistent_lineages(tmp_path):
         "6.png,C,O,F,G,G t,,,,\n")
     cols = {"image": "image", "bbox_x": "x", "bbox_y": "y", "bbox_w": "w", "bbox_h": "h"}
     params = _params({"name": "table", "metadata": str(ann), "images": str(root), "columns": cols})
-    report = P.prepare(params, out=tmp_path / "out", show_progress=False)
+    report = _prepare(params, tmp_path / "out")
     assert report["dropped"] == {"invalid_bbox": 2, "conflicting_lineage": 2, "inconsistent_lineage": 1}
     assert [e["row"] for e in report["examples"]["invalid_bbox"]] == [2, 3]
     assert report["examples"]["inconsistent_lineage"][0]["detail"] == "kept lineage: C > O > F > G > G s"
@@ -156,7 +162,7 @@ def test_everything_dropped_is_an_error_with_a_report(tmp_path):
     ann.write_text("image,class,order,family,genus,species\nA/1.png,C,O,F,G,\n")
     params = _params({"name": "table", "metadata": str(ann), "images": str(tmp_path)})
     with pytest.raises(UserError, match=r"no usable rows: all 1 were dropped \(missing_species: 1\)"):
-        P.prepare(params, out=tmp_path / "out", show_progress=False)
+        _prepare(params, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "report.json").read_text())["dropped"] == {"missing_species": 1}
 
 
@@ -184,9 +190,6 @@ def test_bare_epithet_becomes_binomial_and_synonyms_apply_per_level():
     assert out["class"].tolist() == ["Actinopteri", "Actinopteri"]
 
 
-def test_safe_name():
-    assert P.safe_name("Perciformes/Scorpaenoidei") == "Perciformes_Scorpaenoidei"
-    assert P.safe_name("..") == "_" and "/" not in P.safe_name("../../etc")
 
 
 # ---------------------------------------------------------------------------------------------- split
@@ -212,8 +215,16 @@ def test_split_rule_per_species():
     bigger = pd.concat([df, _species_frame({"F f": 7})], ignore_index=True)
     grown, _ = P.split_per_species(bigger, "species", seed=0, test_fraction=0.2)
     assert grown.iloc[: len(df)].tolist() == split.tolist()
-    with pytest.raises(UserError, match="test_fraction must be in"):
-        P.split_per_species(df, "species", seed=0, test_fraction=1.0)
+    with pytest.raises(UserError, match=r"prepare.test_fraction=1.0: expected a number in \[0, 1\)"):
+        make_params({"prepare.test_fraction": 1.0})  # checked where the section is built
+
+
+def test_split_keys_on_the_lineage():
+    df = _species_frame({"M a": 4}).assign(kingdom=["Plantae", "Animalia", "Plantae", "Animalia"])
+    by_name, _ = P.split_per_species(df, "species", seed=0, test_fraction=0.5)
+    by_lineage, single = P.split_per_species(df, ["kingdom", "species"], seed=0, test_fraction=0.5)
+    assert by_name.eq("test").sum() == 2 and single == 0
+    assert by_lineage.eq("test").groupby(df["kingdom"]).sum().to_dict() == {"Animalia": 1, "Plantae": 1}
 
 
 # ---------------------------------------------------------------------------------------------- the stage script
@@ -221,7 +232,7 @@ def test_split_rule_per_species():
 
 def _run_stage(tmp_path: Path, dataset: dict, prepare: dict | None = None):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"dataset": dataset, "prepare": prepare or {"check_images": "none"}}))
+    params.write_text(yaml.safe_dump(params_dict({"dataset": dataset, "prepare": prepare or {"check_images": "none"}})))
     return subprocess.run([sys.executable, str(REPO / "stages" / "prepare.py"), "--params", str(params),
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
 
@@ -265,3 +276,155 @@ def test_stage_missing_column_is_one_line(tmp_path):
     (tmp_path / "fish.csv").write_text(text)
     proc = _run_stage(tmp_path, {"name": "fishnet", "metadata": str(tmp_path / "fish.csv"), "images": str(tmp_path)})
     _assert_one_line_error(proc, "fish.csv", "line 1 (header)", "'Genus'")
+
+
+# ---------------------------------------------------------------------------------------------- real-file quirks
+
+
+def test_homonym_genera_are_two_taxa(tmp_path):
+    """*Morus* the gannet (Sulidae) and *Morus* the mulberry (Moraceae): counted and kept as two genera."""
+    meta = str(FIX / "inat2021_homonyms.json")
+    levels7 = ["kingdom", "phylum", "class", "order", "family", "genus", "species"]
+    params = _params({"name": "inat2021", "metadata": meta, "images": str(tmp_path)}, {"check_images": "none"})
+    report = P.prepare(params.dataset, params.prepare, levels7, tmp_path / "out", show_progress=False)
+    # the "NA" genus and the "nan" epithet are missing ranks, not taxa named NA / "Sula nan"
+    assert report["dropped"] == {"missing_genus": 1, "missing_species": 1}
+    assert report["taxa"] == {"kingdom": 2, "phylum": 2, "class": 2, "order": 2, "family": 2, "genus": 3,
+                              "species": 4}
+    # genus as the finest level: the two Morus lineages share no ancestor, so neither is "inconsistent"
+    genus_only = dataclasses.replace(params.prepare, finest_required="genus")
+    report = P.prepare(params.dataset, genus_only, levels7[:-1], tmp_path / "genus", show_progress=False)
+    assert "inconsistent_lineage" not in report["dropped"] and report["rows_kept"] == 8
+    assert report["taxa"]["genus"] == 3 and report["species"]["total"] == 3
+    lineages = json.loads((tmp_path / "genus" / "taxonomy.json").read_text())["lineages"]
+    assert [lin[0] for lin in lineages if lin[-1] == "Morus"] == ["Animalia", "Plantae"]
+
+
+def test_homonyms_versus_inconsistent_lineages(tmp_path):
+    ann = tmp_path / "ann.csv"
+    ann.write_text(
+        "image,class,order,family,genus,species\n"
+        "0.png,Aves,Suliformes,Sulidae,Morus,Morus alba\n"           # a homonym binomial: no shared ancestor
+        "1.png,Aves,Suliformes,Sulidae,Morus,Morus alba\n"           # besides the genus the binomial spells out
+        "2.png,Magnoliopsida,Rosales,Moraceae,Morus,Morus alba\n"
+        "3.png,Magnoliopsida,Rosales,Moraceae,Morus,Morus alba\n"
+        "4.png,Actinopteri,Salmoniformes,Salmonidae,Salmo,Salmo trutta\n"
+        "5.png,Actinopteri,Salmoniformes,Salmonidae,Salmo,Salmo trutta\n"
+        "6.png,Actinopterygii,Salmoniformes,Salmonidae,Salmo,Salmo trutta\n")  # shares order + family: inconsistent
+    params = _params({"name": "table", "metadata": str(ann), "images": str(tmp_path), "synonyms": {}},
+                     {"check_images": "none", "test_fraction": 0.5})
+    report = _prepare(params, tmp_path / "out")
+    assert report["dropped"] == {"inconsistent_lineage": 1}
+    assert report["examples"]["inconsistent_lineage"][0]["row"] == 7
+    assert report["examples"]["inconsistent_lineage"][0]["detail"] == (
+        "kept lineage: Actinopteri > Salmoniformes > Salmonidae > Salmo > Salmo trutta")
+    assert report["species"]["total"] == 3 and report["taxa"]["genus"] == 3 and report["taxa"]["class"] == 3
+    table = pd.read_parquet(tmp_path / "out" / "table.parquet")
+    assert table.groupby("class")["split"].apply(lambda s: sorted(s)).to_dict() == {
+        "Actinopteri": ["test", "train"], "Aves": ["test", "train"], "Magnoliopsida": ["test", "train"]}
+
+
+def test_na_texts_and_image_urls_are_counted_in_the_report(tmp_path):
+    root = tmp_path / "img"
+    _jpeg(root / "a" / "1.png")
+    ann = tmp_path / "ann.csv"
+    ann.write_text("image,class,order,family,genus,species\n"
+                   "a/1.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax\n"
+                   "a/2.png,Aves,Passeriformes,Corvidae,NA,Corvus corax\n"      # R's NA: a missing genus
+                   "https://example.org/3.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax\n")
+    report = _prepare(_params({"name": "table", "metadata": str(ann), "images": str(root)}), tmp_path / "out")
+    assert report["dropped"] == {"missing_genus": 1, "image_url": 1} and report["rows_kept"] == 1
+    assert report["examples"]["image_url"][0] == {"row": 3, "path": "https://example.org/3.png", "class": "Aves",
+                                                  "order": "Passeriformes", "family": "Corvidae", "genus": "Corvus",
+                                                  "species": "Corvus corax"}
+    assert report["taxa"]["genus"] == 1
+
+
+def test_stage_not_utf8_is_one_line(tmp_path):
+    data = (FIX / "fishnet_sample.csv").read_bytes().replace(b"Scorpaenopsis obtusa", b"Scorpaenopsis obt\xfasa", 1)
+    (tmp_path / "fish.csv").write_bytes(data)
+    proc = _run_stage(tmp_path, {"name": "fishnet", "metadata": str(tmp_path / "fish.csv"), "images": str(tmp_path)})
+    _assert_one_line_error(proc, "fish.csv", "data row 4 (line 5), column 'species'", "not UTF-8 text (byte 0xFA")
+
+
+# ---------------------------------------------------------------------------------------------- partial lineages
+
+
+def _fishnet_shaped(tmp_path: Path) -> Path:
+    """FishNet's header with hand-made rows: two species with 3 images each, iNat-sourced rows without a
+    species (as in FishNet's public CSVs), one without genus and species, a gap and a row without a class."""
+    header = (FIX / "fishnet_sample.csv").read_text().splitlines()[0].split(",")
+    rows = [("Zebrasoma flavescens", "Zebrasoma", "Acanthuridae", "Acanthuriformes", "Actinopteri", "fishbase")] * 3
+    rows += [("Salmo trutta", "Salmo", "Salmonidae", "Salmoniformes", "Actinopterygii", "fishbase")] * 3
+    rows += [("", "Zebrasoma", "Acanthuridae", "Acanthuriformes", "Actinopterygii", "inat")] * 2
+    rows += [("", "Salmo", "Salmonidae", "Salmoniformes", "Actinopteri", "inat"),
+             ("", "", "Salmonidae", "Salmoniformes", "Actinopteri", "inat"),        # named down to family
+             ("Salmo salar", "", "Salmonidae", "Salmoniformes", "Actinopteri", "inat"),  # a gap: no genus
+             ("", "Salmo", "Salmonidae", "Salmoniformes", "", "inat")]                 # no class
+    lines = [",".join(header)]
+    for i, (species, genus, family, order, cls, source) in enumerate(rows):
+        row = dict.fromkeys(header, "")
+        row.update({"": str(i), "Unnamed: 0": str(100 + i), "species": species, "image": f"{i:04d}.jpg",
+                    "Genus": genus, "Family": family, "Order": order, "Class": cls, "source": source,
+                    "Folder": family or "unknown"})
+        lines.append(",".join(row[h] for h in header))
+    path = tmp_path / "train.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _partial_params(tmp_path: Path, finest: str, check_images: str = "none"):
+    return _params({"name": "fishnet", "metadata": str(_fishnet_shaped(tmp_path)), "images": str(tmp_path),
+                    "synonyms": FISH_SYNONYMS}, {"check_images": check_images, "finest_required": finest,
+                                                 "test_fraction": 0.34})
+
+
+def test_partial_lineages_kept_for_training_only(tmp_path):
+    from taxadiffusion.plan import make_plan
+
+    report = _prepare(_partial_params(tmp_path, "class"), tmp_path / "out")
+    table, taxonomy, _ = _read_outputs(tmp_path / "out")
+    assert report["rows_in"] == 12 == report["rows_kept"] + sum(report["dropped"].values())
+    assert report["dropped"] == {"missing_class": 1, "missing_genus": 1}  # the classless row, the gap
+    assert report["partial_rows"] == {"family": 1, "genus": 3} and report["rows_kept"] == 10
+    partial = table["species"].isna()
+    assert partial.sum() == 4 and set(table.loc[partial, "split"]) == {"train"}
+    assert report["splits"] == {"train": 8, "test": 2}  # one test image per complete species
+    assert [lin[-1] for lin in taxonomy["lineages"]] == ["Zebrasoma flavescens", "Salmo trutta"]  # complete only
+    assert report["species"]["total"] == 2 and report["taxa"]["genus"] == 2 and report["taxa"]["family"] == 2
+    plan = make_plan(table[table["split"] == "test"], LEVELS, "species", 400, 15, 50, seed=0)
+    assert sorted(plan["species"]) == ["Salmo trutta", "Zebrasoma flavescens"]
+
+
+def test_rows_each_training_level_uses_on_a_fishnet_shaped_table(tmp_path):
+    """Every kept train row trains every level; a missing name is the official "<level>: None" text."""
+    from taxadiffusion.models.conditioner import lineage_texts
+
+    counts = {}
+    for finest in ("class", "species"):
+        _prepare(_partial_params(tmp_path / finest, finest), tmp_path / finest / "out")
+        table = pd.read_parquet(tmp_path / finest / "out" / "table.parquet")
+        train = [{lv: r[lv] for lv in LEVELS} for r in table[table["split"] == "train"].to_dict("records")]
+        texts = [lineage_texts(LEVELS, lin, species_text="as_written") for lin in train]
+        counts[finest] = {lv: (len(texts), sum(t[k].endswith(": None") for t in texts)) for k, lv in enumerate(LEVELS)}
+    # (rows the level trains on, of which its own text is "<level>: None")
+    assert counts["class"] == {"class": (8, 0), "order": (8, 0), "family": (8, 0), "genus": (8, 1), "species": (8, 4)}
+    assert counts["species"] == {lv: (4, 0) for lv in LEVELS}  # BIOSCAN's rule: complete lineages only
+
+
+def test_partial_lineages_reach_the_trainer_through_the_shards(tmp_path):
+    from taxadiffusion.models.conditioner import lineage_texts
+    from taxadiffusion.shard import load_split_arrays, write_shards
+
+    params = _partial_params(tmp_path, "class", check_images="header")
+    for _, row in pd.read_csv(params.dataset.metadata, dtype=str, keep_default_na=False).iterrows():
+        _jpeg(tmp_path / row["Folder"] / row["image"])
+    _prepare(params, tmp_path / "prepared")
+    write_shards(params.dataset, params.shard, LEVELS, tmp_path / "prepared", tmp_path / "shards", show_progress=False)
+    _, lineages = load_split_arrays(tmp_path / "shards", "train")
+    texts = sorted(lineage_texts(LEVELS, lin, species_text="as_written")[-2:] for lin in lineages)
+    assert texts.count(["genus: Zebrasoma", "specific_epithet: None"]) == 2
+    assert ["genus: None", "specific_epithet: None"] in texts and len(texts) == 8
+    _, test = load_split_arrays(tmp_path / "shards", "test")
+    assert all(None not in lin.values() for lin in test) and len(test) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -10,16 +11,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxadiffusion.config import DatasetConfig
 from taxadiffusion.errors import UserError
 from taxadiffusion.readers import BIOSCAN_FILENAMES, FISHNET_HEADER, read_dataset
+
+from params_util import section
 
 FIX = Path(__file__).parent / "fixtures"
 LEVELS = ["class", "order", "family", "genus", "species"]
 
 
+def _dataset(**kw):
+    """The repo's ``dataset`` section with ``kw`` set (validated like params.yaml)."""
+    return section("dataset", kw)
+
+
 def _read(**kw):
-    return read_dataset(DatasetConfig(**kw), LEVELS)
+    return read_dataset(_dataset(**kw), LEVELS)
 
 
 def _by_row(df: pd.DataFrame) -> dict:
@@ -60,11 +67,11 @@ def test_fishnet_bbox_json_matches_on_file_name_without_url_and_extension():
 
 
 def test_fishnet_column_override_and_unknown_level():
-    df, _ = read_dataset(DatasetConfig(name="fishnet", metadata=str(FIX / "fishnet_sample.csv"),
-                                       columns={"order": "NewOrder"}), LEVELS)
+    df, _ = read_dataset(_dataset(name="fishnet", metadata=str(FIX / "fishnet_sample.csv"),
+                                  columns={"order": "NewOrder"}), LEVELS)
     assert _by_row(df)[4]["order"] == "Perciformes"
     with pytest.raises(UserError, match="level 'tribe' has no column"):
-        read_dataset(DatasetConfig(name="fishnet", metadata=str(FIX / "fishnet_sample.csv")), ["class", "tribe"])
+        read_dataset(_dataset(name="fishnet", metadata=str(FIX / "fishnet_sample.csv")), ["class", "tribe"])
 
 
 def test_bbox_json_malformed_entry_is_one_line_error(tmp_path):
@@ -117,7 +124,7 @@ def test_bioscan_chunk_number_kept_as_text(tmp_path):
 
 def test_inat_binomial_seven_levels_and_unknown_ids():
     levels7 = ["kingdom", "phylum", "class", "order", "family", "genus", "species"]
-    df, drops = read_dataset(DatasetConfig(name="inat2021", metadata=str(FIX / "inat2021_train.json")), levels7)
+    df, drops = read_dataset(_dataset(name="inat2021", metadata=str(FIX / "inat2021_train.json")), levels7)
     assert drops.counts == {"unknown_image_id": 1, "unknown_category_id": 1}
     assert drops.examples["unknown_image_id"][0]["row"] == 5
     assert drops.examples["unknown_category_id"][0]["row"] == 6
@@ -225,7 +232,140 @@ def test_wrong_field_count_in_bioscan_tsv(tmp_path):
 
 
 def test_unknown_dataset_name_and_missing_file(tmp_path):
-    with pytest.raises(UserError, match="dataset.name 'fishnets' is not one of"):
-        _read(name="fishnets", metadata=str(tmp_path / "x.csv"))
+    with pytest.raises(UserError, match=r"dataset.name='fishnets': expected one of synthetic, fishnet, bioscan1m") as exc:
+        _dataset(name="fishnets", metadata=str(tmp_path / "x.csv"))  # checked when the section is built
+    assert "\n" not in str(exc.value)
     with pytest.raises(UserError, match=r"x.csv: file not found"):
         _read(name="fishnet", metadata=str(tmp_path / "x.csv"))
+
+
+# ---------------------------------------------------------------------------------------------- missing-value texts
+
+
+def _fishnet_with(tmp_path: Path, edits: dict[int, dict[str, str]], raw: bytes | None = None) -> Path:
+    """The FishNet fixture with ``{data row: {column: text}}`` edited (real header, real rows)."""
+    with open(FIX / "fishnet_sample.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    for row, values in edits.items():
+        for col, value in values.items():
+            rows[row][rows[0].index(col)] = value
+    path = tmp_path / "fish.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    return path
+
+
+def test_na_texts_are_missing_ranks_not_taxa(tmp_path):
+    # R's write.csv writes NA unquoted; pandas writes nan; other exports None / null / N/A
+    path = _fishnet_with(tmp_path, {1: {"Genus": "NA", "species": "NA"}, 4: {"Class": " nan "},
+                                    5: {"Family": "None", "Order": "null"}, 7: {"Genus": "N/A"}})
+    df, _ = _read(name="fishnet", metadata=str(path))
+    rows = _by_row(df)
+    assert pd.isna(rows[1]["genus"]) and pd.isna(rows[1]["species"]) and pd.isna(rows[4]["class"])
+    assert pd.isna(rows[5]["family"]) and pd.isna(rows[5]["order"]) and pd.isna(rows[7]["genus"])
+    assert not df[LEVELS].isin(["NA", "nan", "None", "null", "N/A"]).any(axis=None)
+    # the list is the param: without it the texts are names again
+    df, _ = _read(name="fishnet", metadata=str(path), na_values=[])
+    assert _by_row(df)[1]["genus"] == "NA"
+
+
+def test_bioscan_not_classified_is_one_of_the_na_values():
+    df, _ = _read(name="bioscan1m", metadata=str(FIX / BIOSCAN_FILENAMES[0]), na_values=["not_classified"])
+    assert pd.isna(_by_row(df)[3]["genus"])
+    df, _ = _read(name="bioscan1m", metadata=str(FIX / BIOSCAN_FILENAMES[0]), na_values=[])
+    assert _by_row(df)[3]["genus"] == "not_classified"
+
+
+def test_inat_and_table_na_texts(tmp_path):
+    levels7 = ["kingdom", "phylum", "class", "order", "family", "genus", "species"]
+    df, _ = read_dataset(_dataset(name="inat2021", metadata=str(FIX / "inat2021_homonyms.json")), levels7)
+    by_file = {p.rsplit("/", 1)[-1]: r for p, r in zip(df["path"], df.to_dict("records"))}
+    assert pd.isna(by_file["m7.jpg"]["genus"]) and pd.isna(by_file["m7.jpg"]["species"])  # genus "NA"
+    assert by_file["m8.jpg"]["genus"] == "Sula" and pd.isna(by_file["m8.jpg"]["species"])  # epithet "nan"
+    frame = _table_frame().assign(Gen=["None", "Corvus"], Sp=["Corvus corax", "null"])
+    frame.to_parquet(tmp_path / "ann.parquet")
+    columns = {"image": "file", "class": "Cls", "order": "Ord", "family": "Fam", "genus": "Gen", "species": "Sp"}
+    df, _ = _read(name="table", metadata=str(tmp_path / "ann.parquet"), columns=columns)
+    assert pd.isna(df["genus"].iloc[0]) and pd.isna(df["species"].iloc[1])
+
+
+@pytest.mark.parametrize("value", [None, "NA", [None], [1]])
+def test_na_values_must_be_a_list_of_strings(value):
+    with pytest.raises(UserError, match=r"params.yaml dataset.na_values=.*: expected a list of strings"):
+        _dataset(na_values=value)
+
+
+# ---------------------------------------------------------------------------------------------- not UTF-8
+
+
+def _with_bytes(src: Path, dst: Path, line: int, old: bytes, new: bytes) -> Path:
+    lines = src.read_bytes().split(b"\n")
+    assert old in lines[line - 1]
+    lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    dst.write_bytes(b"\n".join(lines))
+    return dst
+
+
+def test_not_utf8_names_line_row_and_column(tmp_path):
+    # Latin-1 e-acute on line 3 (data row 2): once reported as "line 1 (header)"
+    bad = _with_bytes(FIX / "fishnet_sample.csv", tmp_path / "fish.csv", 3, b"Zebrasoma,", b"Zebras\xe9ma,")
+    with pytest.raises(UserError, match=r"fish.csv: data row 2 \(line 3\), column 'Genus': not UTF-8 text "
+                                        r"\(byte 0xE9 after 'Zebras'\)") as exc:
+        _read(name="fishnet", metadata=str(bad))
+    assert "\n" not in str(exc.value)
+
+
+def test_not_utf8_far_down_and_after_a_multiline_field(tmp_path):
+    # row 600 of a table with a quoted two-line field on row 2 (so line = row + 2); once pyarrow's
+    # "CSV column #2" with no row
+    rows = ["image,class,order,family,genus,species,note"]
+    note = {2: "two\nlines"}
+    rows += [f'a/{i}.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax,"{note.get(i, "x")}"' for i in range(1, 801)]
+    data = "\n".join(rows).encode().replace(b"a/600.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax",
+                                            b"a/600.png,Aves,Passeriformes,Corvidae,Corvus,Corvus cor\xf6x")
+    (tmp_path / "ann.csv").write_bytes(data)
+    with pytest.raises(UserError, match=r"ann.csv: data row 600 \(line 602\), column 'species': not UTF-8 text "
+                                        r"\(byte 0xF6"):
+        _read(name="table", metadata=str(tmp_path / "ann.csv"))
+
+
+def test_not_utf8_in_an_unread_column_or_the_header(tmp_path):
+    # BIOSCAN credits are often Latin-1; the column is never read, so the file still loads
+    tsv = FIX / BIOSCAN_FILENAMES[0]
+    bad = _with_bytes(tsv, tmp_path / BIOSCAN_FILENAMES[0], 3, b"CBG Photography", b"CBG Photograph\xe9")
+    df, _ = _read(name="bioscan1m", metadata=str(bad))
+    assert len(df) == 6
+    bad = _with_bytes(tsv, tmp_path / "b.tsv", 1, b"\tauthor", b"\taut\xe9ur")
+    with pytest.raises(UserError, match=r"b.tsv: line 1 \(header\), column 28: not UTF-8 text \(byte 0xE9"):
+        read_dataset(_dataset(name="bioscan1m", metadata=str(bad)), LEVELS)
+
+
+def test_not_utf8_in_parquet_and_json(tmp_path):
+    frame = pd.DataFrame({"image": [b"a/1.png", b"a/\xe9.png"], "class": ["A", "A"], "order": ["B", "B"],
+                          "family": ["C", "C"], "genus": ["D", "D"], "species": ["D e", "D e"]})
+    frame.to_parquet(tmp_path / "ann.parquet")
+    with pytest.raises(UserError, match=r"ann.parquet: data row 2, column 'image': not UTF-8 text \(byte 0xE9"):
+        _read(name="table", metadata=str(tmp_path / "ann.parquet"))
+    bad = _with_bytes(FIX / "inat2021_train.json", tmp_path / "train.json", 11, b"Danaus", b"D\xe4naus")
+    column = bad.read_bytes().split(b"\n")[10].index(b"\xe4") + 1
+    with pytest.raises(UserError, match=rf"train.json: line 11 column {column}: not UTF-8 text \(byte 0xE4\)"):
+        _read(name="inat2021", metadata=str(bad))
+
+
+# ---------------------------------------------------------------------------------------------- URLs
+
+
+def test_table_image_url_is_a_counted_drop(tmp_path):
+    path = tmp_path / "ann.csv"
+    path.write_text("image,class,order,family,genus,species\n"
+                    "a/1.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax\n"
+                    "https://inaturalist-open-data.s3.amazonaws.com/photos/1/large.jpg,Aves,P,C,Corvus,Corvus corax\n"
+                    "s3://bucket/a/2.png,Aves,P,C,Corvus,Corvus corax\n"
+                    " gs://bucket/a/3.png ,Aves,P,C,Corvus,Corvus corax\n"
+                    "HTTP://example.org/4.png,Aves,P,C,Corvus,Corvus corax\n"
+                    "a/http_5.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax\n")
+    df, drops = _read(name="table", metadata=str(path))
+    assert df["path"].tolist() == ["a/1.png", "a/http_5.png"] and df["row"].tolist() == [1, 6]
+    assert drops.counts == {"image_url": 4}
+    assert [e["row"] for e in drops.examples["image_url"]] == [2, 3, 4, 5]
+    assert drops.examples["image_url"][1]["path"] == "s3://bucket/a/2.png"

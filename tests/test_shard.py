@@ -15,10 +15,11 @@ import yaml
 from PIL import Image
 
 from taxadiffusion import images as I
-from taxadiffusion.config import params_from_dict
 from taxadiffusion.errors import UserError
 from taxadiffusion.prepare import prepare
 from taxadiffusion.shard import iter_shard_samples, load_split_arrays, write_shards
+
+from params_util import make_params, params_dict
 
 REPO = Path(__file__).resolve().parents[1]
 RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
@@ -122,10 +123,14 @@ def _dataset(tmp_path: Path, n_per_species=(1, 3, 5)) -> dict:
 
 
 def _prepared(tmp_path: Path, per_shard=2, **dataset):
-    params = params_from_dict({"dataset": {**_dataset(tmp_path), **dataset}, "shard": {"samples_per_shard": per_shard},
-                               "prepare": {"check_images": "decode"}})
-    prepare(params, out=tmp_path / "prepared", show_progress=False)
+    params = make_params({"dataset": {**_dataset(tmp_path), **dataset}, "shard.samples_per_shard": per_shard,
+                          "prepare.check_images": "decode"})
+    prepare(params.dataset, params.prepare, params.level_names, tmp_path / "prepared", show_progress=False)
     return params
+
+
+def _shards(params, prepared: Path, out: Path, **kw) -> dict:
+    return write_shards(params.dataset, params.shard, params.level_names, prepared, out, **kw)
 
 
 def _members(tar_path: Path) -> list[str]:
@@ -135,8 +140,8 @@ def _members(tar_path: Path) -> list[str]:
 
 def test_shards_follow_the_contract_and_are_byte_identical(tmp_path):
     params = _prepared(tmp_path)
-    a = write_shards(params, tmp_path / "prepared", tmp_path / "a", show_progress=False)
-    b = write_shards(params, tmp_path / "prepared", tmp_path / "b", show_progress=False)
+    a = _shards(params, tmp_path / "prepared", tmp_path / "a", show_progress=False)
+    b = _shards(params, tmp_path / "prepared", tmp_path / "b", show_progress=False)
     assert a == b == json.loads((tmp_path / "a" / "index.json").read_text())
     assert a["levels"] == ["class", "order", "family", "genus", "species"] and a["resolution"] == 16
     assert a["train"]["count"] + a["test"]["count"] == 9
@@ -154,28 +159,44 @@ def test_shards_follow_the_contract_and_are_byte_identical(tmp_path):
     assert not [p for p in (tmp_path / "a").rglob("*") if p.name.startswith(".tmp")]
 
 
-def test_each_shard_is_written_under_a_temp_name_then_renamed(tmp_path, monkeypatch):
+def test_shards_appear_under_the_final_name_only_when_complete(tmp_path, monkeypatch):
+    """The shard folder is built under a temporary name and swapped in whole (taxadiffusion/shard.py): nothing
+    is under ``out`` until every shard and ``index.json`` is complete, and a failed run keeps the old shards."""
     params = _prepared(tmp_path)
-    renames = []
+    out = tmp_path / "out"
+    swaps = []
     real_replace = os.replace
 
     def spy(src, dst):
-        if str(dst).endswith(".tar"):
-            assert Path(src).name.startswith(".tmp-") and Path(src).stat().st_size > 0
-            assert not Path(dst).exists()  # nothing under the final name until it is complete
-            renames.append(Path(dst).name)
+        if Path(dst) == out:
+            src = Path(src)
+            assert src.name.startswith(".tmp-") and not out.exists()
+            index = json.loads((src / "index.json").read_text())
+            for name in index["train"]["shards"] + index["test"]["shards"]:
+                assert len(_members(src / name)) > 0  # a complete, readable tar
+            swaps.append(src.name)
+        else:
+            assert not str(dst).startswith(str(out) + os.sep)  # no file is renamed into the final folder
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spy)
-    index = write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
-    assert len(renames) == len(index["train"]["shards"]) + len(index["test"]["shards"])
+    index = _shards(params, tmp_path / "prepared", out, show_progress=False)
+    monkeypatch.undo()
+    assert len(swaps) == 1 and len(index["train"]["shards"]) == 4
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (Path(params.dataset.images) / "sp2" / "3.jpg").unlink()  # a rerun that fails part-way
+    params.shard.samples_per_shard = 1
+    with pytest.raises(UserError, match="cannot preprocess image"):
+        _shards(params, tmp_path / "prepared", out, show_progress=False)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # no mix
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.csv", "images", "out", "prepared"]  # no temps
 
 
 def test_readers_return_table_order_images_and_lineages(tmp_path):
     import pandas as pd
 
     params = _prepared(tmp_path, per_shard=3)
-    write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    _shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
     table = pd.read_parquet(tmp_path / "prepared" / "table.parquet")
     train = table[table["split"] == "train"]
     samples = list(iter_shard_samples(tmp_path / "out", "train"))
@@ -195,10 +216,10 @@ def test_readers_return_table_order_images_and_lineages(tmp_path):
 
 def test_stale_shards_of_a_bigger_run_are_removed(tmp_path):
     params = _prepared(tmp_path, per_shard=1)
-    write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    _shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
     assert len(list((tmp_path / "out" / "train").glob("shard-*.tar"))) == 7
     params.shard.samples_per_shard = 100
-    write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    _shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
     assert [p.name for p in (tmp_path / "out" / "train").glob("shard-*.tar")] == ["shard-000000.tar"]
 
 
@@ -209,10 +230,10 @@ def test_pad_white_through_the_stage_function(tmp_path):
     Image.new("RGB", (60, 20), RED).save(root / "b.jpg", quality=95)
     (tmp_path / "ann.csv").write_text("image,class,order,family,genus,species\n"
                                       "a.jpg,C,O,F,G,G s\nb.jpg,C,O,F,G,G s\n")
-    params = params_from_dict({"dataset": {"name": "table", "metadata": str(tmp_path / "ann.csv"), "images": str(root),
-                                           "resolution": 24, "preprocess": "pad_white"}})
-    prepare(params, out=tmp_path / "prepared", show_progress=False)
-    write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+    params = make_params({"dataset": {"name": "table", "metadata": str(tmp_path / "ann.csv"), "images": str(root),
+                                      "resolution": 24, "preprocess": "pad_white"}})
+    prepare(params.dataset, params.prepare, params.level_names, tmp_path / "prepared", show_progress=False)
+    _shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
     arrays, _ = load_split_arrays(tmp_path / "out", "train")
     assert _close(arrays[0, :4], WHITE, 3) and _close(arrays[0, -4:], WHITE, 3)
     assert _close(arrays[0, 11:13], RED, 30)
@@ -222,22 +243,21 @@ def test_image_gone_after_prepare_is_a_one_line_error(tmp_path):
     params = _prepared(tmp_path)
     (Path(params.dataset.images) / "sp1" / "1.jpg").unlink()
     with pytest.raises(UserError, match=r"sp1/1.jpg: table row \d+ \(annotation row 3\): cannot preprocess image"):
-        write_shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
+        _shards(params, tmp_path / "prepared", tmp_path / "out", show_progress=False)
     assert not list((tmp_path / "out").rglob("*.tar"))  # the shard in progress was not left under its final name
 
 
 def test_bad_preprocess_param_and_missing_table(tmp_path):
-    params = params_from_dict({"dataset": {"preprocess": "squash"}})
-    with pytest.raises(UserError, match="dataset.preprocess must be one of"):
-        write_shards(params, tmp_path, tmp_path / "out")
+    with pytest.raises(UserError, match=r"dataset.preprocess='squash': expected one of center_crop, resize, pad_white"):
+        make_params({"dataset.preprocess": "squash"})  # validated when the params are built
     with pytest.raises(UserError, match=r"table.parquet: not found \(run the prepare stage first\)"):
-        write_shards(params_from_dict({}), tmp_path, tmp_path / "out")
+        _shards(make_params(), tmp_path, tmp_path / "out")
 
 
 def test_stage_script_end_to_end_and_one_line_error(tmp_path):
     dataset = _dataset(tmp_path)
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"dataset": dataset, "shard": {"samples_per_shard": 4}}))
+    params_file.write_text(yaml.safe_dump(params_dict({"dataset": dataset, "shard.samples_per_shard": 4})))
     run = lambda script, *extra: subprocess.run(  # noqa: E731
         [sys.executable, str(REPO / "stages" / script), "--params", str(params_file), *extra],
         capture_output=True, text=True, cwd=tmp_path, timeout=120)

@@ -15,16 +15,19 @@ import numpy as np
 import pytest
 import yaml
 
+from taxadiffusion import animals as A
 from taxadiffusion import synthetic as S
 from taxadiffusion.config import SynthesizeConfig
 from taxadiffusion.errors import UserError
 
+from params_util import params_dict, section
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _small_cfg(tmp_path: Path, seed: int = 0, sub: str = "out") -> SynthesizeConfig:
+def _small_cfg(seed: int = 0) -> SynthesizeConfig:
     # images_per_species [1, 3] keeps the full write (~130 PNGs) well under a second or two.
-    return SynthesizeConfig(seed=seed, out=str(tmp_path / sub), image_size=32, n_classes=4, images_per_species=[1, 3])
+    return section("synthesize", {"seed": seed, "image_size": 32, "n_classes": 4, "images_per_species": [1, 3]})
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -32,8 +35,8 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 def test_write_dataset_is_byte_identical_for_a_seed(tmp_path):
-    a = S.write_dataset(_small_cfg(tmp_path, 0, "a"))
-    b = S.write_dataset(_small_cfg(tmp_path, 0, "b"))
+    a = S.write_dataset(_small_cfg(0), tmp_path / "a")
+    b = S.write_dataset(_small_cfg(0), tmp_path / "b")
     assert a == b
     da, db = _digest(tmp_path / "a"), _digest(tmp_path / "b")
     assert da == db and len(da) == a["images"] + 2
@@ -41,11 +44,11 @@ def test_write_dataset_is_byte_identical_for_a_seed(tmp_path):
 
 
 def test_rewrite_replaces_stale_images(tmp_path):
-    S.write_dataset(_small_cfg(tmp_path, 0))
+    S.write_dataset(_small_cfg(0), tmp_path / "out")
     stale = tmp_path / "out" / "images" / "Stale" / "x.png"
     stale.parent.mkdir()
     stale.write_bytes(b"x")
-    S.write_dataset(_small_cfg(tmp_path, 0))
+    S.write_dataset(_small_cfg(0), tmp_path / "out")
     assert not stale.exists()
 
 
@@ -102,7 +105,7 @@ def test_sibling_traits_are_distinct_and_inherited(seed):
         for traits in by_parent.values():
             assert len(traits) == len(set(traits)), (lv, traits)
     for sp in w.species:  # marks stay visible on their palette
-        assert sp.traits["mark"] in S.marks_for_palette(sp.traits["palette"])
+        assert sp.traits["mark"] in A.marks_for_palette(sp.traits["palette"])
 
 
 def test_bad_config_is_a_user_error(tmp_path):
@@ -110,15 +113,17 @@ def test_bad_config_is_a_user_error(tmp_path):
         S.build_world(0, 99)
     with pytest.raises(UserError, match="synthesize.images_per_species"):
         S.build_world(0, 4, (10, 2))
-    with pytest.raises(UserError, match="synthesize.image_size"):
-        S.write_dataset(SynthesizeConfig(out=str(tmp_path), image_size=2))
+    with pytest.raises(UserError, match=r"synthesize.image_size=2: expected an integer >= 8"):
+        section("synthesize", {"image_size": 2})  # checked when the section is built
+    with pytest.raises(UserError, match=r"synthesize.images_per_species=\[10, 2\]: expected \[min, max\]"):
+        section("synthesize", {"images_per_species": [10, 2]})
 
 
 def test_render_is_rgb_deterministic_and_fast_enough():
     traits = S.build_world(0, 4).species[0].traits
-    a = S.render(traits, S.image_rng(0, 0, 0))
-    b = S.render(traits, S.image_rng(0, 0, 0))
-    c = S.render(traits, S.image_rng(0, 0, 1))
+    a = A.render(traits, S.image_rng(0, 0, 0))
+    b = A.render(traits, S.image_rng(0, 0, 0))
+    c = A.render(traits, S.image_rng(0, 0, 1))
     assert a.mode == "RGB" and a.size == (32, 32)
     assert np.array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(a), np.asarray(c))
@@ -126,11 +131,11 @@ def test_render_is_rgb_deterministic_and_fast_enough():
     # the background is a smooth gradient (corners), the animal is not background
     assert np.abs(np.diff(arr[:3, :3], axis=1)).max() <= 12
     assert np.abs(arr - arr[0, 0]).sum(-1).max() > 150
-    assert S.render(traits, S.image_rng(0, 0, 0), size=48).size == (48, 48)
+    assert A.render(traits, S.image_rng(0, 0, 0), size=48).size == (48, 48)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     for _ in range(50):
-        S.render(S.random_traits(rng), rng)
+        A.render(A.random_traits(rng), rng)
     per_image_ms = (time.perf_counter() - t0) / 50 * 1e3
     print(f"render: {per_image_ms:.2f} ms/image")  # sanity figure, not a timed assertion (shared CPU)
 
@@ -138,47 +143,45 @@ def test_render_is_rgb_deterministic_and_fast_enough():
 def test_palettes_are_visible_in_the_image():
     # The order trait must survive 32 px: the dominant non-background colour is the palette's.
     base = {"body": "round", "pattern": "plain", "tail": "rounded"}
-    for name, (main, _) in S.PALETTES.items():
-        traits = {**base, "palette": name, "mark": S.marks_for_palette(name)[0]}
-        arr = np.asarray(S.render(traits, S.image_rng(3, 0, 0))).reshape(-1, 3).astype(float)
+    for name, (main, _) in A.PALETTES.items():
+        traits = {**base, "palette": name, "mark": A.marks_for_palette(name)[0]}
+        arr = np.asarray(A.render(traits, S.image_rng(3, 0, 0))).reshape(-1, 3).astype(float)
         d = np.linalg.norm(arr - np.array(main), axis=1)
         assert (d < 40).sum() >= 40, name
 
 
 def test_captions():
     traits = {"body": "long", "palette": "red", "pattern": "striped", "tail": "forked", "mark": "white head"}
-    assert S.caption(traits) == "a long red striped animal with a forked tail and a white head spot"
-    assert S.caption({**traits, "body": "round", "palette": "orange", "mark": "yellow eye"}) == (
+    assert A.caption(traits) == "a long red striped animal with a forked tail and a white head spot"
+    assert A.caption({**traits, "body": "round", "palette": "orange", "mark": "yellow eye"}) == (
         "a round orange striped animal with a forked tail and yellow eyes"
     )
     rng = np.random.default_rng(0)
-    dropped = [S.caption(traits, rng, drop_prob=0.5) for _ in range(200)]
+    dropped = [A.caption(traits, rng, drop_prob=0.5) for _ in range(200)]
     assert any("red" not in c for c in dropped) and any("red" in c for c in dropped)
     assert "an animal" in dropped
-    vocab = set(S.pretraining_vocabulary())
+    vocab = set(A.pretraining_vocabulary())
     for sp in S.build_world(0, 4).species:
-        text = S.caption(sp.traits)
+        text = A.caption(sp.traits)
         assert sp.traits["palette"] in text.split() and sp.traits["pattern"] in text.split()
         assert set(text.split()) <= vocab
 
 
 def test_pretraining_batch():
-    imgs, caps = S.sample_pretraining_batch(60, np.random.default_rng(0))
+    imgs, caps = A.sample_pretraining_batch(60, np.random.default_rng(0))
     assert imgs.shape == (60, 32, 32, 3) and imgs.dtype == np.uint8
     assert len(caps) == 60 and "" in caps
-    vocab = set(S.pretraining_vocabulary())
+    vocab = set(A.pretraining_vocabulary())
     assert all(set(c.split()) <= vocab for c in caps)
     assert len(set(caps)) > 30  # independent random combinations, not one tree
 
 
 def test_stage_entry_point(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["synthesize"] = {"seed": 3, "out": str(tmp_path / "syn"), "image_size": 32, "n_classes": 2,
-                            "images_per_species": [1, 2]}
+    params = params_dict({"synthesize": {"seed": 3, "image_size": 32, "n_classes": 2, "images_per_species": [1, 2]}})
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
-    res = subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(pfile)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    stage = [sys.executable, "stages/synthesize.py", "--params", str(pfile), "--out", str(tmp_path / "syn")]
+    res = subprocess.run(stage, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "syn"
     with open(out / "annotations.csv", newline="") as fh:
@@ -193,8 +196,7 @@ def test_stage_entry_point(tmp_path):
 
     params["synthesize"]["n_classes"] = 50
     pfile.write_text(yaml.safe_dump(params))
-    res = subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(pfile)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(stage, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and "synthesize.n_classes" in res.stderr
     assert "Traceback" not in res.stderr

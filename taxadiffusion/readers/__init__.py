@@ -5,7 +5,8 @@ Every reader takes the ``dataset`` params section and the ordered level names an
 
 - ``path``: image path relative to ``dataset.images`` (``<NA>`` when the row names no image),
 - one string column per level (``<NA>`` when the rank is missing: empty, or one of ``dataset.na_values``
-  such as R's ``NA`` or BIOSCAN's ``not_classified``; ``prepare`` drops such rows and counts the reason),
+  such as R's ``NA`` or BIOSCAN's ``not_classified``; ``prepare`` keeps such a row as a partial lineage
+  when only levels below ``prepare.finest_required`` are missing, else drops it and counts the reason),
 - ``row``: 1-based data-row number in the annotation file (header not counted; for iNat the
   1-based index in ``annotations``),
 - optionally ``bbox_x, bbox_y, bbox_w, bbox_h`` (pixels, top-left origin; NaN when unknown),

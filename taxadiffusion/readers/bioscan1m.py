@@ -39,9 +39,11 @@ def read_bioscan1m(cfg: DatasetConfig, levels: list[str], drops: Drops) -> pd.Da
     Tab-separated without quoting (the authors' own reader uses ``QUOTE_NONE``); only the needed
     columns are converted, all as strings. Missing ranks are the literal ``not_classified``, one of
     ``dataset.na_values`` (-> NA). The image is ``<root>/part<chunk_number>/<image_file>``. Keeping only
-    complete class..species lineages (``prepare``) should leave 84,443 records of the real 1,128,313-row
-    file, as in the supplement (B.2); that cannot be checked without the file. Unlike ``bioscan-dataset``'s
-    loader we do not fill a missing ``genus`` from the species' first word, to match the paper's filter.
+    complete class..species lineages (``prepare.finest_required: species``, the BIOSCAN preset) should leave
+    84,443 records of the real 1,128,313-row file, as in the supplement (B.2); that cannot be checked without
+    the file. Unlike ``bioscan-dataset``'s loader we do not fill a missing ``genus`` from the species' first
+    word, to match the paper's filter. The condition text is the ``species`` column as written
+    (``train.species_text: as_written``, docs/method.md §1.2).
     """
     path = find_bioscan_metadata(cfg.metadata)
     level_cols = level_map(levels, {r: r for r in BIOSCAN_RANKS}, cfg.columns, "BIOSCAN-1M")

@@ -30,7 +30,10 @@ def read_fishnet(cfg: DatasetConfig, levels: list[str], drops: Drops) -> pd.Data
 
     Image path ``<Folder>/<basename(image)>`` (``image`` is a fishbase URL or a bare ``<uuid>.jpg``; only its
     file name is used, so a URL here is expected and never downloaded); ``species`` is empty on
-    ``source=inat`` rows (``prepare`` counts them as ``missing_species``); ``Actinopteri``/``Actinopterygii``
+    ``source=inat`` rows (``prepare`` keeps them as partial lineages with ``prepare.finest_required`` above
+    species, as the official loader and the FishNet preset, else counts them as ``missing_species``);
+    the condition text is the ``species`` column as written (``train.species_text: as_written``, docs/method.md
+    §1.2); ``Actinopteri``/``Actinopterygii``
     are unified by ``dataset.synonyms`` in ``prepare``; names such as ``Perciformes/Scorpaenoidei`` are kept
     verbatim.
     """

@@ -65,7 +65,8 @@ def _category_fields(cfg: DatasetConfig, levels: list[str]) -> tuple[list[str], 
 
 def read_inat2021(cfg: DatasetConfig, levels: list[str], drops: Drops) -> pd.DataFrame:
     """One row per annotation; ``species`` = ``genus + " " + specific_epithet`` (the contract's binomial;
-    the official code conditions on the epithet alone, docs/method.md §4); JSON ``null`` and
+    the official code conditions on the epithet alone, ``train.species_text: epithet`` in the iNat preset,
+    docs/method.md §1.2); JSON ``null`` and
     ``dataset.na_values`` are missing ranks."""
     path = Path(cfg.metadata)
     check_file(path)
