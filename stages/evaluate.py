@@ -1,25 +1,21 @@
 """Stage `evaluate`: class-level FID / LPIPS / BioCLIP (Table S2) and probe metrics of the generated images.
 
 Outputs (docs/architecture.md): ``<out>/classes/*.json`` (the DVC metrics), ``summary.json``, ``class_metrics.csv/.md``, ``level_metrics.csv/.md``,
-``plots/*.csv`` and ``plots/grids/<class>.png``; real-image features cached in ``evaluate.cache_dir``.
+``plots/*.csv`` and ``plots/grids/<class>.png``; real-image features cached in ``--cache``.
 Run: ``python stages/evaluate.py [--params params.yaml] [--shards data/shards] [--generated data/generated]
-[--probe models/probe] [--out metrics] [--cache-dir DIR]``
+[--probe models/probe] [--out metrics] [--cache data/features]``
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/evaluate.py`
-
-from taxadiffusion.cli import run_stage, stage_parser  # noqa: E402
-from taxadiffusion.metrics.evaluate import evaluate  # noqa: E402
+from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.metrics.evaluate import evaluate
 
 
 def main(args, params) -> None:
-    summary = evaluate(params, args.shards, args.generated, args.probe, args.out, args.cache_dir)
+    summary = evaluate(params.evaluate, params.level_names, args.shards, args.generated, args.probe, args.out, args.cache)
     for name, values in summary["overall"].items():
         shown = {k: v for k, v in values.items() if not isinstance(v, dict)}
         logging.info("evaluate: %s %s", name, shown)
@@ -31,5 +27,5 @@ if __name__ == "__main__":
     parser.add_argument("--generated", default="data/generated", help="generated images + manifest.csv (default: data/generated)")
     parser.add_argument("--probe", default="models/probe", help="trained probe (default: models/probe)")
     parser.add_argument("--out", default="metrics", help="output folder (default: metrics)")
-    parser.add_argument("--cache-dir", default=None, help="real-feature cache (default: evaluate.cache_dir)")
+    parser.add_argument("--cache", default="data/features", help="real-feature cache (default: data/features)")
     run_stage(main, parser)

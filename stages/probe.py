@@ -8,17 +8,13 @@ Run: ``python stages/probe.py [--params params.yaml] [--shards data/shards] [--o
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/probe.py`
-
-from taxadiffusion.cli import run_stage, stage_parser  # noqa: E402
-from taxadiffusion.metrics.probe import fit_probe_on_shards  # noqa: E402
+from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.metrics.probe import fit_probe_on_shards
 
 
 def main(args, params) -> None:
-    config = fit_probe_on_shards(args.shards, args.out, params.level_names, params.probe)
+    config = fit_probe_on_shards(args.shards, args.out, params.level_names, params.probe, params.seed)
     logging.info("probe: %d train images, %d steps -> %s", config["train"]["n_images"], config["train"]["steps"], args.out)
 
 

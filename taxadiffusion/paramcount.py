@@ -1,13 +1,13 @@
-"""Parameter counts of paper Table S1, computed from the real modules (method.md §1.4).
+"""Parameter counts of paper Table S1, computed from the real modules (docs/method.md §1.4).
 
 The SD1.5 UNet is built from the config kept in ``assets/sd15/unet/config.json`` on the ``meta``
 device: every parameter has its true shape but no storage, so the count needs no weights, no
 download and a few seconds. LoRA is added exactly as the official code does (peft ``LoraConfig`` +
-``unet.add_adapter``, method.md §1.3) and the condition module is our own
+``unet.add_adapter``, docs/method.md §1.3) and the condition module is our own
 :class:`~taxadiffusion.models.conditioner.TaxonomyConditioner`, so the figures check the code we train
 with, not a formula.
 
-Usage: ``python -m taxadiffusion.paramcount [--levels N] [--json] [--unet-config PATH]``.
+Usage: ``python -m taxadiffusion.paramcount [--levels N | --params presets/fishnet.yaml] [--json] [--unet-config PATH]``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_LEVELS
+from .config import Params, load_params
 from .errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +26,9 @@ SD15_DIR = REPO_ROOT / "assets" / "sd15"
 SD15_UNET_CONFIG = SD15_DIR / "unet" / "config.json"
 INAT_LEVELS = ["kingdom", "phylum", "class", "order", "family", "genus", "species"]
 
-# The official LoRA (method.md §1.3): q/k/v/out of self- and cross-attention in all 16 blocks.
+# The official LoRA (docs/method.md §1.3): q/k/v/out of self- and cross-attention in all 16 blocks.
 LORA_KWARGS = dict(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v", "to_out.0"])
-# The official condition module per level (method.md §1.2): 2 post-norm layers, d=768, 8 heads, FFN 2048.
+# The official condition module per level (docs/method.md §1.2): 2 post-norm layers, d=768, 8 heads, FFN 2048.
 CONDITIONER_KWARGS = dict(width=768, num_layers=2, num_heads=8, ff_dim=2048)
 
 MODELS = ["SD", "SD+LoRA", "SD+Full FT", "TaxaDiffusion"]
@@ -43,10 +43,13 @@ PAPER_M = {
 PAPER_TAXA_LEVELS = 5
 
 
+FISHNET_LEVELS = ("class", "order", "family", "genus", "species")  # the paper's FishNet / BIOSCAN ranks
+
+
 def level_names(levels: int) -> list[str]:
     """Names only label the modules; the count depends on their number alone."""
-    if levels == len(DEFAULT_LEVELS):
-        return list(DEFAULT_LEVELS)
+    if levels == len(FISHNET_LEVELS):
+        return list(FISHNET_LEVELS)
     if levels == len(INAT_LEVELS):
         return list(INAT_LEVELS)
     return [f"level{i}" for i in range(levels)]
@@ -66,7 +69,7 @@ def _resolve_unet_config(path: str | Path) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def unet_counts(unet_config: str | Path = SD15_UNET_CONFIG) -> dict:
+def unet_counts(unet_config: str | Path = SD15_UNET_CONFIG, lora_rank: int = 4, lora_alpha: int = 4) -> dict:
     """Counts for the UNet alone, with full fine-tuning, and with the official LoRA (built on ``meta``).
 
     Cached because building the UNet dominates the run time and does not depend on the level count.
@@ -93,12 +96,12 @@ def unet_counts(unet_config: str | Path = SD15_UNET_CONFIG) -> dict:
     base = _numel(unet.parameters())
     unet.requires_grad_(True)  # SD+Full FT: every UNet weight is updated
     full_ft = _numel(unet.parameters(), trainable_only=True)
-    unet.requires_grad_(False)  # SD / LoRA / TaxaDiffusion: the UNet itself is frozen (method.md §1.1)
+    unet.requires_grad_(False)  # SD / LoRA / TaxaDiffusion: the UNet itself is frozen (docs/method.md §1.1)
     frozen_trainable = _numel(unet.parameters(), trainable_only=True)
 
     try:
         with torch.device("meta"):
-            unet.add_adapter(LoraConfig(**LORA_KWARGS))
+            unet.add_adapter(LoraConfig(**{**LORA_KWARGS, "r": lora_rank, "lora_alpha": lora_alpha}))
     except ValueError as exc:
         raise UserError(f"{path}: cannot add the LoRA adapter to this UNet ({exc})") from None
     lora_params = [p for n, p in unet.named_parameters() if ".lora_" in n]
@@ -119,16 +122,19 @@ def unet_counts(unet_config: str | Path = SD15_UNET_CONFIG) -> dict:
     }
 
 
-def conditioner_counts(levels: int) -> dict:
-    """Counts of our TaxonomyConditioner with ``levels`` level modules (built on ``meta``)."""
+def conditioner_counts(levels: int, cond: dict | None = None, names: list[str] | None = None) -> dict:
+    """Counts of our TaxonomyConditioner with ``levels`` level modules (built on ``meta``); ``cond`` overrides
+    ``CONDITIONER_KWARGS`` (a params file's ``model.cond_*``)."""
     import torch
 
+    # imported here like torch and diffusers: `--help` and argument errors answer without loading the model code
     from .models.conditioner import ConditionerConfig, TaxonomyConditioner
 
     if levels < 1:
         raise UserError(f"--levels must be at least 1, got {levels}")
     with torch.device("meta"):
-        module = TaxonomyConditioner(ConditionerConfig(levels=level_names(levels), **CONDITIONER_KWARGS))
+        module = TaxonomyConditioner(ConditionerConfig(levels=names or level_names(levels),
+                                                       **{**CONDITIONER_KWARGS, **(cond or {})}))
     return {
         "conditioner": _numel(module.parameters()),
         # Progressive training makes each level trainable in its own stage; Table S1 sums them all.
@@ -151,12 +157,22 @@ def frozen_component_counts() -> dict:
     return {"text_encoder": _numel(text.parameters()), "vae": _numel(vae.parameters())}
 
 
-def count_parameters(levels: int = 5, unet_config: str | Path = SD15_UNET_CONFIG, frozen: bool = False) -> dict:
-    """Table S1 rows (exact counts) plus the breakdown; ``frozen`` adds the text encoder and VAE counts."""
+def count_parameters(levels: int = 5, unet_config: str | Path = SD15_UNET_CONFIG, frozen: bool = False,
+                     params: Params | None = None) -> dict:
+    """Table S1 rows (exact counts) plus the breakdown; ``frozen`` adds the text encoder and VAE counts.
+    ``params`` (a params file) gives the levels, the condition module size and the LoRA rank instead."""
+    names = None
+    cond, lora = None, {}
+    if params is not None:
+        names = params.level_names
+        levels = len(names)
+        m = params.model
+        cond = {"num_layers": m.cond_layers, "num_heads": m.cond_heads, "ff_dim": m.cond_ff}
+        lora = {"lora_rank": params.train.lora_rank, "lora_alpha": params.train.lora_alpha}
     if levels < 1:  # checked before the (slower) UNet build
         raise UserError(f"--levels must be at least 1, got {levels}")
-    u = unet_counts(unet_config)
-    c = conditioner_counts(levels)
+    u = unet_counts(unet_config, **lora)
+    c = conditioner_counts(levels, cond, names)
     rows = {
         "SD": (u["unet"], u["unet_frozen_trainable"]),
         "SD+LoRA": (u["unet_with_lora"], u["lora_trainable"]),
@@ -175,13 +191,14 @@ def count_parameters(levels: int = 5, unet_config: str | Path = SD15_UNET_CONFIG
         }
     result = {
         "levels": levels,
-        "level_names": level_names(levels),
+        "level_names": names or level_names(levels),
         "unet_config": u["unet_config"],
         "models": models,
         "breakdown": {
             "unet": u["unet"],
             "lora": u["lora"],
             "lora_layers": u["lora_layers"],
+            "lora_rank": lora.get("lora_rank", LORA_KWARGS["r"]),
             "conditioner": c["conditioner"],
             "per_level": c["per_level"],
             "per_encoder_layer": c["per_encoder_layer"],
@@ -227,7 +244,7 @@ def format_table(result: dict) -> str:
         fmt(["-" * w for w in widths]),
         *(fmt(r) for r in lines),
         "",
-        f"UNet {b['unet']:,} | LoRA r=4 on {b['lora_layers']} Linear layers {b['lora']:,} | "
+        f"UNet {b['unet']:,} | LoRA r={b['lora_rank']} on {b['lora_layers']} Linear layers {b['lora']:,} | "
         f"conditioner {result['levels']} levels x {b['per_level']:,} = {b['conditioner']:,} "
         f"(one encoder layer {b['per_encoder_layer']:,})",
     ]
@@ -242,12 +259,15 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m taxadiffusion.paramcount", description=__doc__.splitlines()[0])
     parser.add_argument("--levels", type=int, default=5, help="taxonomic levels in the condition module (default 5)")
+    parser.add_argument("--params", default=None,
+                        help="a params file (e.g. presets/fishnet.yaml): its levels, model.cond_* and LoRA rank")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.add_argument("--unet-config", default=str(SD15_UNET_CONFIG),
                         help="diffusers UNet config.json or its folder (default: the SD1.5 config in assets/sd15)")
     args = parser.parse_args(argv)
     try:
-        result = count_parameters(args.levels, args.unet_config, frozen=True)
+        params = load_params(args.params) if args.params else None
+        result = count_parameters(args.levels, args.unet_config, frozen=True, params=params)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -1,6 +1,6 @@
 """Guidance-scale sweep plot (supplement B.5 / Fig. S5): metric vs ``guidance_scale`` over DVC experiments.
 
-The paper sweeps TaxaGuide's scale over {0, 2, 4, 6, 8, 10} and keeps 6 (method.md §4). Here every scale is a
+The paper sweeps TaxaGuide's scale over {0, 2, 4, 6, 8, 10} and keeps 6 (docs/method.md §3). Here every scale is a
 DVC experiment; only generate -> evaluate -> report re-run for each (dvc.yaml lists ``guidance_scale`` for
 ``generate`` only)::
 
@@ -19,19 +19,18 @@ keeps the metrics of the workspace it was queued from) are skipped and counted.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Optional
 
 import pandas as pd
 
 from .errors import UserError
-from .io import atomic_path
+from .expshow import (as_float, drawn_at_other_scale, exp_show, file_data, flatten, get, numeric_keys, revision_name,
+                      revisions, usable)
+from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -39,85 +38,6 @@ DEFAULT_METRICS = ("probe.fid", "probe.acc.species")
 METRICS_FILE = "metrics/classes/all.json"
 # Direction hints for panel titles; anything else is shown without one.
 LOWER_IS_BETTER = ("fid", "lpips", "dist")
-RUNNING_STATES = ("queued", "running")
-
-
-def exp_show(json_file: Optional[str | Path] = None, all_commits: bool = False, cwd: str | Path = ".") -> list:
-    """The ``dvc exp show --json`` document: read from ``json_file`` or from a ``dvc`` subprocess in ``cwd``."""
-    if json_file is not None:
-        path = Path(json_file)
-        if not path.exists():
-            raise UserError(f"{path}: not found (write it with: dvc exp show --json > {path})")
-        text, where = path.read_text(), str(path)
-    else:
-        cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise UserError(f"`dvc exp show --json` failed in {Path(cwd).resolve()} (exit {proc.returncode}): {last}")
-        text, where = proc.stdout, "`dvc exp show --json` output"
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    if not isinstance(doc, list):
-        raise UserError(f"{where}: expected a JSON list of revisions (dvc 3 `exp show --json`), got {type(doc).__name__}")
-    return doc
-
-
-def _revisions(doc: list, include_workspace: bool) -> Iterator[tuple[dict, str, Optional[dict], dict]]:
-    """Yield ``(entry, kind, executor, baseline_entry)`` for every baseline commit and every experiment under it."""
-    for base in doc:
-        if not isinstance(base, dict):
-            continue
-        if base.get("rev") == "workspace":
-            if include_workspace:
-                yield base, "workspace", None, base
-            continue
-        yield base, "baseline", None, base
-        for exp in base.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                yield rev, "experiment", exp.get("executor"), base
-
-
-def _get(tree: Any, dotted: str) -> Any:
-    """``tree['a']['b']`` for ``'a.b'``; ``KeyError`` when any part is missing."""
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            raise KeyError(dotted)
-        tree = tree[part]
-    return tree
-
-
-def _file_data(data: dict, section: str, file: str) -> Optional[dict]:
-    entry = (data.get(section) or {}).get(file)
-    if not isinstance(entry, dict) or entry.get("error") or not isinstance(entry.get("data"), dict):
-        return None
-    return entry["data"]
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        out: dict = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
-def _numeric_keys(tree: dict, limit: int = 12) -> list[str]:
-    keys = [k for k, v in _flatten(tree).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return sorted(keys, key=lambda k: not k.startswith("probe."))[:limit]  # the headline numbers first
-
-
-def _as_float(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def collect(
@@ -133,56 +53,40 @@ def collect(
     rows, skipped = [], Counter()
     found_metric = {m: False for m in metrics}
     any_metrics_file: Optional[dict] = None
-    for entry, kind, executor, base in _revisions(doc, include_workspace):
-        rev = str(entry.get("rev") or "")
-        name = entry.get("name") or (rev if kind == "workspace" else rev[:7])
-        state = (executor or {}).get("state")
-        if state in RUNNING_STATES:
-            skipped[f"still {state}"] += 1
-            continue
-        if entry.get("error") or state == "failed":
-            skipped["failed"] += 1  # its metrics are those of the workspace it was queued from
-            continue
-        data = entry.get("data")
-        if not isinstance(data, dict):
-            skipped["no data"] += 1
-            continue
-        params = _file_data(data, "params", params_file)
-        if params is None:
-            skipped[f"no {params_file}"] += 1
+    for entry, kind, executor, base in revisions(doc, include_workspace):
+        rev, name = str(entry.get("rev") or ""), revision_name(entry, kind)
+        data, params, why = usable(entry, executor, params_file)
+        if data is None:
+            skipped[why] += 1
             continue
         try:
-            scale = _as_float(_get(params, param))
+            scale = as_float(get(params, param))
         except KeyError:
             skipped[f"no param {param}"] += 1
             continue
         if scale is None:
             skipped[f"{param} is not a number"] += 1
             continue
-        summary = _file_data(data, "metrics", metrics_file)
+        summary = file_data(data, "metrics", metrics_file)
         if summary is None:
             skipped[f"no {metrics_file}"] += 1
             continue
         any_metrics_file = any_metrics_file or summary
-        try:  # evaluate records the scale the images were drawn at (manifest -> `scale`; null when mixed)
-            drawn = {_as_float(_get(summary, "scale"))}
-        except KeyError:
-            drawn = None
-        if drawn is not None and drawn != {scale}:
+        if drawn_at_other_scale(summary, scale):  # evaluate records the scale the images were drawn at
             skipped[f"{metrics_file} computed at another scale"] += 1
             continue
         row = {"experiment": name, "rev": rev, "kind": kind, "baseline": base.get("name") or str(base.get("rev"))[:7],
                param: scale}
         for m in metrics:
             try:
-                row[m] = _as_float(_get(summary, m))
+                row[m] = as_float(get(summary, m))
                 found_metric[m] = True
             except KeyError:
                 row[m] = None
         changed = []
         if kind == "experiment":
-            base_data = _file_data(base.get("data") or {}, "params", params_file) or {}
-            mine, theirs = _flatten(params), _flatten(base_data)
+            base_data = file_data(base.get("data") or {}, "params", params_file) or {}
+            mine, theirs = flatten(params), flatten(base_data)
             changed = [f"{k}={mine.get(k)}" for k in sorted(set(mine) | set(theirs))
                        if k != param and mine.get(k) != theirs.get(k)]
         row["changed"] = "; ".join(changed)
@@ -195,7 +99,7 @@ def collect(
         )
     missing = [m for m, ok in found_metric.items() if not ok]
     if missing:
-        avail = ", ".join(_numeric_keys(any_metrics_file or {})) or "none"
+        avail = ", ".join(numeric_keys(any_metrics_file or {})) or "none"
         raise UserError(f"{metrics_file}: metric '{missing[0]}' not found in any experiment (numeric keys: {avail}, ...)")
     table = pd.DataFrame(rows).sort_values([param, "kind", "experiment"], kind="stable").reset_index(drop=True)
     return table, skipped

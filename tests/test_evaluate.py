@@ -3,6 +3,7 @@ real-feature cache, every backbone from local files, and the missing-weights err
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -13,8 +14,8 @@ import torch
 
 from taxadiffusion.metrics.evaluate import evaluate
 from taxadiffusion.metrics.probe import fit_probe_on_shards
-from test_metrics_data import (LEVELS, make_params, run_stage, run_stage_here, write_generated, write_params_yaml,
-                               write_shards)
+from test_metrics_data import (LEVELS, metrics_params, run_stage, run_stage_here, write_generated,
+                               write_params_yaml, write_shards)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
@@ -25,7 +26,8 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     shards = write_shards(root)  # 6 train + 3 test images per species; Aves 3 species, Reptilia 2
     gen = write_generated(root)  # 4 per species
-    fit_probe_on_shards(shards, root / "probe", LEVELS, make_params(root).probe)
+    params = metrics_params()
+    fit_probe_on_shards(shards, root / "probe", LEVELS, params.probe, params.seed)
     return root, shards, gen, root / "probe"
 
 
@@ -34,7 +36,7 @@ def test_evaluate_stage_cli(world, tmp_path):
     params = write_params_yaml(tmp_path, min_images_for_fid=7)  # Reptilia: 6 real test images -> flagged
     out = tmp_path / "metrics"
     proc = run_stage("evaluate.py", "--params", params, "--shards", shards, "--generated", gen, "--probe", probe,
-                     "--out", out, tmp=tmp_path)
+                     "--out", out, "--cache", tmp_path / "features", tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["per_class"]) == {"Aves", "Reptilia"} and list(summary["backbones"]) == ["probe"]
@@ -65,6 +67,16 @@ def test_evaluate_stage_cli(world, tmp_path):
     assert rows["Aves.json"]["probe"]["acc"] == aves["probe"]["acc"] and rows["Aves.json"]["images"] == 12
     assert rows["Reptilia.json"]["fid_small_sample"] is True and rows["all.json"]["images"] == 12 + rept["n_generated"]
     assert rows["all.json"]["probe"]["fid"] == summary["overall"]["probe"]["fid"]
+    # accuracy by rarity: every species has 6 training images, so all 20 images are in bucket 6-20
+    rarity = summary["overall"]["probe"]["acc_by_rarity"]
+    assert list(rarity) == ["1-2", "3-5", "6-20", ">20"]
+    assert (rarity["6-20"]["n_species"], rarity["6-20"]["n_images"]) == (5, 20)
+    assert rarity["6-20"]["acc"] == summary["overall"]["probe"]["acc"] and rarity["6-20"]["train_images"] == [6, 20]
+    assert rarity["1-2"]["n_images"] == 0 and rarity["1-2"]["acc"]["species"] is None
+    table = pd.read_csv(out / "rarity_metrics.csv")
+    assert table["Training images per species"].tolist() == ["1-2", "3-5", "6-20", ">20"]
+    assert table.columns.tolist()[:3] == ["Training images per species", "# species", "# generated images"]
+    assert "| 6-20 | 5 | 20 | 1.000 |" in (out / "rarity_metrics.md").read_text()
 
 
 def test_class_metrics_folder_is_replaced_whole(tmp_path):
@@ -78,7 +90,9 @@ def test_class_metrics_folder_is_replaced_whole(tmp_path):
                "overall": {"probe": {"fid": 1.0, "dist": 0.1, "acc": {"class": 1.0}}},
                "per_class": {"Old class/x": entry}}
     write_class_metrics(summary, tmp_path / "classes")
-    assert sorted(p.name for p in (tmp_path / "classes").iterdir()) == ["Old_class_x.json", "all.json"]
+    # taxadiffusion/names.py: an unsafe name -> its readable part + "-" + 10 hex digits of its sha256
+    old = f"Old class_x-{hashlib.sha256('Old class/x'.encode()).hexdigest()[:10]}.json"
+    assert sorted(p.name for p in (tmp_path / "classes").iterdir()) == [old, "all.json"]
     summary["per_class"] = {"New": entry}
     write_class_metrics(summary, tmp_path / "classes")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes"]  # no temp folders left behind
@@ -93,9 +107,9 @@ def _keys(tree: dict, prefix: str = "") -> list[str]:
 
 def test_second_run_reuses_real_features(world, tmp_path, caplog):
     root, shards, gen, probe = world
-    params = make_params(tmp_path)
+    cfg, cache = metrics_params().evaluate, tmp_path / "features"
     with caplog.at_level(logging.INFO):
-        first = evaluate(params, shards, gen, probe, tmp_path / "m1")
+        first = evaluate(cfg, LEVELS, shards, gen, probe, tmp_path / "m1", cache)
     assert caplog.text.count("cache miss: probe/") == 2 and "cache hit" not in caplog.text
     cached = sorted((tmp_path / "features" / "probe").glob("*.npz"))
     assert len(cached) == 2
@@ -103,7 +117,7 @@ def test_second_run_reuses_real_features(world, tmp_path, caplog):
     new_gen = write_generated(tmp_path, seed=99)  # only the generated images change
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        second = evaluate(params, shards, new_gen, probe, tmp_path / "m2")
+        second = evaluate(cfg, LEVELS, shards, new_gen, probe, tmp_path / "m2", cache)
     assert caplog.text.count("cache hit: probe/") == 2 and "cache miss" not in caplog.text
     assert sorted((tmp_path / "features" / "probe").glob("*.npz")) == cached
     assert second["per_class"]["Aves"]["probe"]["fid"] != first["per_class"]["Aves"]["probe"]["fid"]
@@ -111,7 +125,7 @@ def test_second_run_reuses_real_features(world, tmp_path, caplog):
     changed = write_shards(tmp_path / "other", n_test=4)  # new real data -> recomputed
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        evaluate(params, changed, new_gen, probe, tmp_path / "m3")
+        evaluate(cfg, LEVELS, changed, new_gen, probe, tmp_path / "m3", cache)
     assert caplog.text.count("cache miss: probe/") == 2
 
 
@@ -122,13 +136,14 @@ def test_all_backbones_from_local_files(world, tmp_path):
 
     root, shards, _, probe = world
     gen = write_generated(tmp_path, n=2, skip=("Corvus monedula", "Boa imperator"))  # fewer Inception forwards
-    params = make_params(
-        tmp_path, backbones=["inception", "alex", "bioclip", "probe"], lpips_net="alex",
+    params = metrics_params(
+        backbones=["inception", "alex", "bioclip", "probe"], lpips_net="alex",
         inception_weights=str(write_random_inception(tmp_path / "inception.pth")),
         lpips_weights=str(write_random_alexnet(tmp_path / "alexnet.pth")),
         bioclip_model=f"local-dir:{write_tiny_clip(tmp_path / 'clip')}",
     )
-    summary = evaluate(params, shards, gen, probe, tmp_path / "metrics")
+    summary = evaluate(params.evaluate, params.level_names, shards, gen, probe, tmp_path / "metrics",
+                       tmp_path / "features")
     assert set(summary["backbones"]) == {"probe", "inception", "alex", "bioclip-v1"}
     assert summary["backbones"]["inception"]["resize"].startswith("tf1-bilinear")
     aves = summary["per_class"]["Aves"]
@@ -146,7 +161,8 @@ def test_missing_weights_fail_the_stage_in_one_line(world, tmp_path, monkeypatch
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # nothing cached, HF_HUB_OFFLINE=1
     params = write_params_yaml(tmp_path, backbones=["probe", "inception"])
     code, err = run_stage_here("evaluate.py", "--params", params, "--shards", shards, "--generated", gen, "--probe", probe,
-                               "--out", tmp_path / "metrics", monkeypatch=monkeypatch, capsys=capsys)
+                               "--out", tmp_path / "metrics", "--cache", tmp_path / "features",
+                               monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: evaluate.inception_weights: Inception weights not found")
@@ -160,10 +176,68 @@ def test_generated_class_without_real_images_is_reported_not_dropped(world, tmp_
     extra = manifest.iloc[:2].copy()
     extra[LEVELS] = ["Mammalia", "Rodentia", "Muridae", "Mus", "Mus musculus"]
     pd.concat([manifest, extra]).to_csv(gen / "manifest.csv", index=False)
-    summary = evaluate(make_params(tmp_path), shards, gen, probe, tmp_path / "metrics")
+    summary = evaluate(metrics_params().evaluate, LEVELS, shards, gen, probe, tmp_path / "metrics", tmp_path / "features")
     mammals = summary["per_class"]["Mammalia"]
     assert mammals["n_real"] == 0 and mammals["probe"]["fid"] is None and mammals["probe"]["dist"] is None
     assert mammals["probe"]["unseen"]["class"] == 2 and mammals["fid_small_sample"] is True
     assert summary["data"]["classes_without_real_images"] == ["Mammalia"]
     assert summary["overall"]["probe"]["unseen"]["class"] == 2  # counted, not silently scored
     assert "| Mammalia | 2 | 1 | 2 | 0 | – |" in (tmp_path / "metrics" / "class_metrics.md").read_text()
+
+
+def _uneven_shards(root, n_train: dict, per_shard: int = 4):
+    """Train shards (several tar files) with ``n_train[species]`` images per species, in the shard layout."""
+    import webdataset as wds
+
+    from test_metrics_data import WORLD, draw, png
+
+    shards = root / "shards"
+    (shards / "train").mkdir(parents=True)
+    samples = [(lin, i) for lin in WORLD for i in range(n_train.get(lin[-1], 0))]
+    names = []
+    for k in range(0, len(samples), per_shard):
+        names.append(f"train/shard-{k // per_shard:06d}.tar")
+        with wds.TarWriter(str(shards / names[-1])) as sink:
+            for key, (lin, i) in enumerate(samples[k:k + per_shard], start=k):
+                meta = {"lineage": dict(zip(LEVELS, lin)), "row": key + 1, "path": f"{key}.png"}
+                sink.write({"__key__": f"{key:09d}", "png": png(draw(lin, i)), "json": json.dumps(meta).encode()})
+    index = {"levels": LEVELS, "resolution": 16, "train": {"shards": names, "count": len(samples)},
+             "test": {"shards": [], "count": 0}}
+    (shards / "index.json").write_text(json.dumps(index))
+    return shards
+
+
+def test_accuracy_by_rarity_buckets(tmp_path):
+    """Buckets 1-2, 3-5, 6-20, >20 by the drawn species' training images (train split only); bucket 0 only
+    when a generated species has none; accuracy per level over the bucket's images, unseen labels not scored."""
+    import numpy as np
+
+    from taxadiffusion.errors import UserError
+    from taxadiffusion.metrics.rarity import acc_by_rarity, bucket_of, drawn_taxon, train_counts
+    from test_metrics_data import WORLD
+
+    assert [bucket_of(n) for n in (0, 1, 2, 3, 5, 6, 20, 21, 10**6)] == \
+        ["0", "1-2", "1-2", "3-5", "3-5", "6-20", "6-20", ">20", ">20"]
+    assert drawn_taxon(("Aves", "Passeriformes", "None", "None", "None")) == ("Aves", "Passeriformes")
+    n_train = {"Corvus corax": 1, "Corvus monedula": 2, "Parus major": 4, "Boa constrictor": 21}  # imperator: none
+    counts = train_counts(_uneven_shards(tmp_path, n_train), LEVELS)
+    assert counts[WORLD[0]] == 1 and counts[("Aves",)] == 7 and counts[("Reptilia",)] == 21
+    assert counts[WORLD[4]] == 0
+
+    lineages = [lin for lin in WORLD for _ in range(2)]  # 2 generated images per species
+    labels = np.array([[0, 0, 0, 0, s] for s in range(5) for _ in range(2)])
+    labels[8:, 4] = -1  # Boa imperator: a species the probe never saw
+    pred = labels.copy()
+    pred[[1, 3], 4] = 99  # one wrong species in 1-2 (corax, monedula), ...
+    pred[6, 0] = 99  # ... one wrong class in >20 (Boa constrictor)
+    out = acc_by_rarity(pred, labels, lineages, counts, LEVELS)
+    assert list(out) == ["1-2", "3-5", "6-20", ">20", "0"]
+    assert (out["1-2"]["n_species"], out["1-2"]["n_images"]) == (2, 4) and out["1-2"]["acc"]["species"] == 0.5
+    assert out["1-2"]["acc"]["class"] == 1.0 and out["3-5"]["acc"]["species"] == 1.0
+    assert out["6-20"]["n_images"] == 0 and out["6-20"]["acc"]["class"] is None
+    assert out[">20"]["acc"]["class"] == 0.5 and out[">20"]["train_images"] == [21, None]
+    assert out["0"]["n_images"] == 2 and out["0"]["acc"]["species"] is None and out["0"]["acc"]["class"] == 1.0
+
+    (tmp_path / "shards" / "train" / "shard-000000.tar").write_bytes(b"not a tar")
+    with pytest.raises(UserError, match=r"shard-000000.tar: cannot read train shard"):
+        train_counts(tmp_path / "shards", LEVELS)

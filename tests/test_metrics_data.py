@@ -15,9 +15,13 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from taxadiffusion.config import params_from_dict
+import yaml
+
+from taxadiffusion.config import Params
 from taxadiffusion.errors import UserError
 from taxadiffusion.metrics.data import read_generated, read_real
+
+from params_util import make_params, params_dict
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
@@ -88,11 +92,16 @@ def write_generated(root: Path, n: int = 4, res: int = 16, seed: int = 7, skip: 
     return gen
 
 
-def make_params(tmp: Path, **evaluate):
-    ev = {"cache_dir": str(tmp / "features"), "min_images_for_fid": 5, "batch_size": 16, **evaluate}
-    return params_from_dict({"levels": {lv: {} for lv in LEVELS},
-                             "probe": {"steps": 40, "batch_size": 32, "lr": 0.003, "width": 8, "seed": 0},
-                             "evaluate": ev})
+def metrics_overrides(**evaluate) -> dict:
+    """The repo's params.yaml with a small, quick probe and ``evaluate`` settings for this tiny world."""
+    return {"seed": 0, "probe": {"steps": 40, "batch_size": 32, "lr": 0.003, "width": 8},
+            "evaluate": {"min_images_for_fid": 5, "batch_size": 16, **evaluate}}
+
+
+def metrics_params(**evaluate) -> Params:
+    params = make_params(metrics_overrides(**evaluate))
+    assert params.level_names == LEVELS
+    return params
 
 
 # ------------------------------------------------------------------------------------------------------ tests
@@ -140,15 +149,9 @@ def test_corrupt_image_and_level_mismatch_are_user_errors(tmp_path):
 
 
 def write_params_yaml(tmp: Path, **evaluate) -> Path:
-    """The same settings as ``make_params``, as a params.yaml for the stage CLIs."""
-    import dataclasses
-
-    import yaml
-
-    p = make_params(tmp, **evaluate)
-    data = {"levels": p.levels, "probe": dataclasses.asdict(p.probe), "evaluate": dataclasses.asdict(p.evaluate)}
+    """The same settings as ``metrics_params``, as a params.yaml for the stage CLIs."""
     path = tmp / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(params_dict(metrics_overrides(**evaluate)), sort_keys=False))
     return path
 
 

@@ -68,7 +68,7 @@ def test_function_matches_table_s1():
 
 
 def test_encoder_layer_matches_pytorch_shapes():
-    # method.md §1.4: in_proj 768*2304+2304, out_proj 768^2+768, FFN 768*2048+2048 + 2048*768+768, 2 LayerNorms.
+    # docs/method.md §1.4: in_proj 768*2304+2304, out_proj 768^2+768, FFN 768*2048+2048 + 2048*768+768, 2 LayerNorms.
     layer = 768 * 2304 + 2304 + 768 * 768 + 768 + 768 * 2048 + 2048 + 2048 * 768 + 768 + 2 * 1536
     b = paramcount.count_parameters(levels=5)["breakdown"]
     assert b["per_encoder_layer"] == layer == 5_513_984
@@ -78,7 +78,7 @@ def test_encoder_layer_matches_pytorch_shapes():
 def test_seven_levels_has_no_paper_row():
     result = paramcount.count_parameters(levels=7)
     taxa = result["models"]["TaxaDiffusion"]
-    # method.md §1.4: a 7-level (iNat) model would have 77.99M "trainable".
+    # docs/method.md §1.4: a 7-level (iNat) model would have 77.99M "trainable".
     assert taxa["trainable"] == LORA + 7 * 11_027_968 == 77_992_960
     assert taxa["total"] == UNET + LORA + 7 * 11_027_968
     assert taxa["paper_total_m"] is None and taxa["paper_trainable_m"] is None

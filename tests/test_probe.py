@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -12,7 +13,8 @@ import torch
 from taxadiffusion.errors import UserError
 from taxadiffusion.metrics.data import read_generated
 from taxadiffusion.metrics.probe import load_probe, save_probe, train_probe
-from test_metrics_data import LEVELS, WORLD, draw, make_params, run_stage, write_generated, write_params_yaml, write_shards
+from test_metrics_data import (LEVELS, WORLD, draw, metrics_params, run_stage, write_generated, write_params_yaml,
+                               write_shards)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
@@ -50,9 +52,9 @@ def test_training_is_deterministic_and_unseen_taxa_are_counted(tmp_path, monkeyp
     monkeypatch.setattr(probe_module.time, "time", lambda: next(clock))
     images = np.stack([draw(w, i) for w in WORLD for i in range(4)])
     lineages = [w for w in WORLD for _ in range(4)]
-    cfg = make_params(tmp_path).probe
-    cfg.steps = 5
-    a, b = train_probe(images, lineages, LEVELS, cfg), train_probe(images, lineages, LEVELS, cfg)
+    params = metrics_params()
+    cfg = dataclasses.replace(params.probe, steps=5)
+    a, b = train_probe(images, lineages, LEVELS, cfg, params.seed), train_probe(images, lineages, LEVELS, cfg, params.seed)
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert torch.equal(va, vb), k
     # models/probe is a DVC output: the same inputs must give the same bytes (no run time in config.json)

@@ -8,7 +8,6 @@ skips torch.hub download attempts, so the error comes at once.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -18,7 +17,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..device import default_device  # the pretrained metric networks use the GPU when there is one;
+from ..errors import UserError        # the probe stays on the CPU (tiny, and bit-stable for the feature cache)
+from ..files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,6 @@ INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2
 INCEPTION_RESIZE = "tf1-bilinear-299 (torch-fidelity interpolate_bilinear_2d_like_tensorflow1x; torchmetrics antialias=False)"
 LOAD_ERRORS = (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError)
 
-
-def default_device() -> torch.device:
-    """The pretrained metric networks (Inception, LPIPS trunk, BioCLIP) run on the GPU when there is one; the
-    probe stays on the CPU (tiny, and bit-stable for the feature cache)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def offline() -> bool:
@@ -69,13 +65,6 @@ def resolve_weights(param: str, configured: Optional[str], what: str, url: str) 
     return None
 
 
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
 
 class InceptionBackbone:
     """InceptionV3 pool3 (2048-d): torch-fidelity's ``FeatureExtractorInceptionV3``, the extractor torchmetrics'
@@ -98,7 +87,7 @@ class InceptionBackbone:
         self.net.to(self.device)
         path = path or str(hub_cached(INCEPTION_URL) or INCEPTION_URL)
         self.weights = path
-        self.cache_id = f"inception|pool3|tf1|{file_digest(path) if Path(path).is_file() else path}"
+        self.cache_id = f"inception|pool3|tf1|{sha256_file(path, 16) if Path(path).is_file() else path}"
         self.info = {
             "metric": "FID",
             "impl": f"torch-fidelity {torch_fidelity.__version__} FeatureExtractorInceptionV3 (as in torchmetrics FID)",

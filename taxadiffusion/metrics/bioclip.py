@@ -1,9 +1,9 @@
 """BioCLIP score: mean over generated images of 100 * cos(image embedding, text embedding of its taxon).
 
-Protocol from the co-author's scripts (method.md §5 [EVAL:bioclip_level_wise.py]): open_clip
+Protocol from the co-author's scripts (docs/method.md §5 [EVAL:bioclip_level_wise.py]): open_clip
 ``hf-hub:imageomics/bioclip`` (BioCLIP v1), ``preprocess_val`` (224 px), score per image 100·cos, then the mean
 over images (no clamp). The text is the space-joined taxonomic lineage, the format BioCLIP was trained on
-(Tree-of-Life names, ecosystem.md §4.4); a binomial species name that repeats its genus contributes only its
+(Tree-of-Life names, docs/method.md §5.1); a binomial species name that repeats its genus contributes only its
 epithet ("... Diplodus sargus", not "... Diplodus Diplodus sargus"). ``evaluate.bioclip_template`` wraps it,
 e.g. "a photo of {lineage}." (level names are placeholders too: "{species}").
 """
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .backbones import LOAD_ERRORS, default_device, one_line
+from ..device import default_device
+from .backbones import LOAD_ERRORS, one_line
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 The hash covers the class's real images (keys, lineages and PNG bytes, so any change to the shards is a
 miss) and the backbone's identity (weights digest, resize mode). Re-running ``evaluate`` after only the
-generated images changed reuses every real feature. Same pattern as lucidrains' ``dataset_stats.npz``
-(ecosystem.md §5.4), with features rather than statistics so that taxa below the class level and the paired
+generated images changed reuses every real feature. Same pattern as the ``dataset_stats.npz`` of
+lucidrains/denoising-diffusion-pytorch, with features rather than statistics so that taxa below the class level and the paired
 probe distance can be computed from the same file.
 """
 
@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ..io import atomic_path
+from ..files import atomic_path
+from ..names import readable
 
 log = logging.getLogger(__name__)
 
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
 
 
 class FeatureCache:
@@ -34,7 +31,7 @@ class FeatureCache:
 
     def path(self, backbone: str, cls: str, data_hash: str, backbone_id: str) -> Path:
         key = hashlib.sha256(f"{data_hash}|{backbone_id}".encode()).hexdigest()[:16]
-        return self.dir / safe_name(backbone) / f"{safe_name(cls)}-{key}.npz"
+        return self.dir / readable(backbone) / f"{readable(cls)}-{key}.npz"  # key: hash of the data
 
     def features(
         self, backbone: str, backbone_id: str, cls: str, data_hash: str, keys: Sequence[str], compute: Callable[[], np.ndarray]
@@ -42,11 +39,16 @@ class FeatureCache:
         """Cached features of one class's real images (rows in ``keys`` order), computed on a miss."""
         path = self.path(backbone, cls, data_hash, backbone_id)
         if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                if list(z["keys"]) == list(keys):
-                    self.hits += 1
-                    log.info("cache hit: %s/%s (%d real images) %s", backbone, cls, len(keys), path)
-                    return z["features"]
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    cached_keys, cached = list(z["keys"]), z["features"]
+            except Exception as exc:  # truncated / bit-flipped (BadZipFile, CRC, ValueError ...): recompute
+                log.warning("cache: %s does not load (%s: %s); recomputing it", path, type(exc).__name__, exc)
+                cached_keys, cached = None, None
+            if cached_keys == list(keys):
+                self.hits += 1
+                log.info("cache hit: %s/%s (%d real images) %s", backbone, cls, len(keys), path)
+                return cached
         self.misses += 1
         log.info("cache miss: %s/%s (%d real images), computing", backbone, cls, len(keys))
         feats = np.asarray(compute())

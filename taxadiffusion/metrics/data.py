@@ -17,8 +17,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import webdataset as wds
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
+from .. import shard
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -93,9 +96,7 @@ class ImageSet:
 
 def read_index(shards_dir: str | Path, levels: list[str]) -> dict:
     """``index.json`` (via ``taxadiffusion.shard``), checked against ``params.levels``."""
-    from ..shard import read_index as _read
-
-    index = _read(shards_dir)
+    index = shard.read_index(shards_dir)
     if list(index.get("levels", levels)) != list(levels):
         path = Path(shards_dir) / "index.json"
         raise UserError(f"{path}: levels {index.get('levels')} differ from params.yaml levels {list(levels)}; re-run shard")
@@ -105,15 +106,10 @@ def read_index(shards_dir: str | Path, levels: list[str]) -> dict:
 def read_real(shards_dir: str | Path, splits: Sequence[str], levels: list[str]) -> ImageSet:
     """Read the given splits of ``data/shards``; PNG bytes stay encoded (``taxadiffusion.shard`` decodes them,
     which would hold a paper-scale split decoded in memory)."""
-    import webdataset as wds
-    from tqdm import tqdm
-
-    from ..shard import shard_urls
-
     index = read_index(shards_dir, levels)
     out = ImageSet(levels=list(levels))
     for split in splits:
-        urls = shard_urls(shards_dir, split)
+        urls = shard.shard_urls(shards_dir, split)
         for url in urls:
             if not Path(url).exists():
                 raise UserError(f"{url}: shard listed in {Path(shards_dir) / 'index.json'} not found")

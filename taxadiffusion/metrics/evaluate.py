@@ -1,11 +1,12 @@
 """The ``evaluate`` stage: class-level FID / LPIPS / BioCLIP (supplement Table S2) plus probe metrics.
 
-Per class (method.md §5, "one FID/LPIPS/BioCLIP computed over the pooled images of each class"):
+Per class (docs/method.md §5, "one FID/LPIPS/BioCLIP computed over the pooled images of each class"):
 - Fréchet distance in each feature backbone's space (Inception pool3 = FID; probe penultimate features),
   real reference = real images of the class from ``evaluate.real_split`` (test, or train+test);
 - LPIPS, real_i vs generated_i (``lpips_metric``), and the probe's paired 1-cos distance under the same rule;
 - BioCLIP score (``bioclip``);
-- probe top-1 accuracy per level of generated images for the taxon they were drawn for.
+- probe top-1 accuracy per level of generated images for the taxon they were drawn for, overall also split by
+  how many training images that taxon has (``rarity``: 1-2, 3-5, 6-20, >20).
 The same is repeated per taxonomic level (taxa grouped by lineage prefix) for the per-level table. Every
 number in the outputs names its backbone: ``inception``, ``vgg``/``alex`` (LPIPS), ``bioclip-v1``, ``probe``.
 """
@@ -19,18 +20,17 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from ..config import Params
-from ..errors import UserError
-from ..io import write_json
+from ..config import EvaluateConfig
+from ..files import write_json
 from .cache import FeatureCache
 from .data import REAL_SPLITS, ImageSet, read_generated, read_plan, read_real
 from .frechet import frechet_distance
+from .grids import write_grids
 from .probe import level_accuracy, load_probe
+from .rarity import acc_by_rarity, train_counts
+from .tables import write_tables
 
 log = logging.getLogger(__name__)
-
-BACKBONES = ("probe", "inception", "vgg", "alex", "lpips", "bioclip")
-
 
 def _mean(values) -> Optional[float]:
     values = [v for v in values if v is not None and np.isfinite(v)]
@@ -44,18 +44,10 @@ def _fid(fr: np.ndarray, fg: np.ndarray) -> Optional[float]:
 class Backbones:
     """Everything ``evaluate.backbones`` asks for, loaded up front so that missing weights fail before any work."""
 
-    def __init__(self, params: Params, probe_dir: str | Path):
-        cfg = params.evaluate
-        unknown = [b for b in cfg.backbones if b not in BACKBONES]
-        if unknown:
-            raise UserError(f"evaluate.backbones: unknown {unknown}; choose from {list(BACKBONES)}")
-        if cfg.real_split not in REAL_SPLITS:
-            raise UserError(f"evaluate.real_split: '{cfg.real_split}' is not one of {list(REAL_SPLITS)}")
-        if cfg.min_images_for_fid < 2:
-            raise UserError("evaluate.min_images_for_fid: must be at least 2 (a covariance needs 2 samples)")
+    def __init__(self, cfg: EvaluateConfig, levels: list[str], probe_dir: str | Path):
         asked = set(cfg.backbones)
         # The probe is always computed: it is the backbone that needs no downloaded weights.
-        self.probe = load_probe(probe_dir, params.level_names)
+        self.probe = load_probe(probe_dir, levels)
         self.features = [self.probe]
         self.probe.name = "probe"
         self.probe.info = {
@@ -67,6 +59,8 @@ class Backbones:
             "real_test_acc": {lv: v["acc"] for lv, v in self.probe.config.get("test_acc", {}).items()},
             "pairing": "real_i vs generated_i within the class (sorted order), min(n_real, n_gen) pairs",
         }
+        # The pretrained backbones are imported only when asked for: torch-fidelity, lpips and open_clip
+        # are heavy, and the default run (probe only) never needs them.
         if "inception" in asked:
             from .backbones import InceptionBackbone
 
@@ -84,7 +78,7 @@ class Backbones:
         if "bioclip" in asked:
             from .bioclip import BioCLIPScorer
 
-            self.bioclip = BioCLIPScorer(cfg.bioclip_model, cfg.bioclip_template, params.level_names)
+            self.bioclip = BioCLIPScorer(cfg.bioclip_model, cfg.bioclip_template, levels)
 
     def info(self) -> dict:
         out = {b.name: b.info for b in self.features}
@@ -105,23 +99,20 @@ def _class_counts(gen: ImageSet, gidx: list[int], plan, cls: str, levels: list[s
     return {"n_generated": len(gidx), "n_species": len(counts), "images_per_species": per, "capped": capped}
 
 
-def evaluate(
-    params: Params,
-    shards_dir: str | Path = "data/shards",
-    generated_dir: str | Path = "data/generated",
-    probe_dir: str | Path = "models/probe",
-    out_dir: str | Path = "metrics",
-    cache_dir: str | Path | None = None,
-) -> dict:
-    from .tables import write_tables
+def evaluate(cfg: EvaluateConfig, levels: list[str], shards_dir: str | Path, generated_dir: str | Path,
+             probe_dir: str | Path, out_dir: str | Path, cache_dir: str | Path) -> dict:
+    """The ``evaluate`` stage (docs/architecture.md): per-class, per-level and overall metrics of the generated
+    images against the real ones, for every backbone asked for; writes ``summary.json``, tables and grids.
 
-    cfg = params.evaluate
-    levels = params.level_names
-    bb = Backbones(params, probe_dir)
+    Longer than our ~60-line rule: one pass over the classes fills five accumulators (features, probe predictions,
+    LPIPS, BioCLIP, grids) that the pooled and per-level metrics below need together; splitting it would pass them
+    all around."""
+    bb = Backbones(cfg, levels, probe_dir)
     gen, manifest = read_generated(generated_dir, levels)
     real = read_real(shards_dir, REAL_SPLITS[cfg.real_split], levels)
     plan = read_plan(generated_dir)
-    cache = FeatureCache(cache_dir or cfg.cache_dir)
+    n_train = train_counts(shards_dir, levels)  # training images per taxon, for the accuracy by rarity
+    cache = FeatureCache(cache_dir)
     gen_size = gen.image_size()
     bs = cfg.batch_size
 
@@ -176,35 +167,36 @@ def evaluate(
 
     overall = _overall(bb, gen, gen_classes, real_classes, feats_gen, feats_real, per_class, lpips_all, dist_all,
                        probe_pred, bioclip_level, levels)
+    overall["probe"]["acc_by_rarity"] = acc_by_rarity(probe_pred, bb.probe.labels(gen.lineages), gen.lineages,
+                                                      n_train, levels)
     per_level = _per_level(bb, gen, real, feats_gen, feats_real, probe_pred, bioclip_level, levels, cfg.min_images_for_fid)
-    summary = {
-        "backbones": bb.info(),
-        "data": {
-            "real_split": cfg.real_split,
-            "n_generated": len(gen),
-            "n_real": sum(len(real_classes.get(c, [])) for c in gen_classes),
-            "generation_resolution": list(gen_size),
-            "min_images_for_fid": cfg.min_images_for_fid,
-            "classes_without_real_images": sorted(c for c in gen_classes if c not in real_classes),
-            "real_classes_not_generated": sorted(c for c in real_classes if c not in gen_classes),
-            "generation": {
-                col: sorted(set(manifest[col])) for col in ("sampler", "steps", "guidance", "scale") if col in manifest.columns
-            },
-            "feature_cache": str(cache.dir),
-        },
-        "overall": overall,
-        "per_class": per_class,
-        "per_level": per_level,
-    }
+    data = _data_section(cfg, gen, gen_classes, real_classes, gen_size, manifest, cache)
+    summary = {"backbones": bb.info(), "data": data, "overall": overall, "per_class": per_class, "per_level": per_level}
     out_dir = Path(out_dir)
     write_json(out_dir / "summary.json", summary)
     write_tables(summary, levels, out_dir)
-    from .grids import write_grids
-
     write_grids(grids, gen, real, gen_size, out_dir / "plots" / "grids")
     log.info("evaluate: %d classes, %d generated images; cache %d hit(s), %d miss(es); wrote %s",
              len(per_class), len(gen), cache.hits, cache.misses, out_dir)
     return summary
+
+
+def _data_section(cfg: EvaluateConfig, gen: ImageSet, gen_classes: dict, real_classes: dict, gen_size, manifest,
+                  cache: FeatureCache) -> dict:
+    """``summary.json`` ``data``: what was compared with what."""
+    return {
+        "real_split": cfg.real_split,
+        "n_generated": len(gen),
+        "n_real": sum(len(real_classes.get(c, [])) for c in gen_classes),
+        "generation_resolution": list(gen_size),
+        "min_images_for_fid": cfg.min_images_for_fid,
+        "classes_without_real_images": sorted(c for c in gen_classes if c not in real_classes),
+        "real_classes_not_generated": sorted(c for c in real_classes if c not in gen_classes),
+        "generation": {
+            col: sorted(set(manifest[col])) for col in ("sampler", "steps", "guidance", "scale") if col in manifest.columns
+        },
+        "feature_cache": str(cache.dir),
+    }
 
 
 def _probe_entry(entry: dict, probe, fr, fg, n_pair: int, gen: ImageSet, gidx, real: ImageSet, ridx, levels):

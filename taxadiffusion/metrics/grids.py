@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..io import atomic_path
-from .cache import safe_name
+from ..files import atomic_path
+from ..names import PathNames
 from .data import ImageSet
 
 LABEL_W = 150
@@ -56,9 +56,10 @@ def write_grids(picks: dict[str, list], gen: ImageSet, real: ImageSet, size: tup
     """``picks``: class -> [(species, [gen idx], [real idx])] (see ``evaluate._grid_picks``)."""
     out_dir = Path(out_dir)
     written = set()
-    for cls, rows in picks.items():
+    files = PathNames()
+    for cls, rows in sorted(picks.items()):  # sorted: the name rule depends on order
         decoded = [(sp, gen.decode(g, size), real.decode(r, size)) for sp, g, r in rows]
-        path = out_dir / f"{safe_name(cls)}.png"
+        path = out_dir / f"{files(cls)}.png"
         with atomic_path(path) as tmp:
             make_grid(decoded, size).save(tmp, format="PNG")
         written.add(path.name)

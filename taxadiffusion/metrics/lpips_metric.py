@@ -1,6 +1,6 @@
 """LPIPS between real and generated images of one class (fidelity, lower = closer).
 
-Protocol from the co-author's evaluation script (method.md §5 [EVAL:lpips.py]): real image i is paired with
+Protocol from the co-author's evaluation script (docs/method.md §5 [EVAL:lpips.py]): real image i is paired with
 generated image i within the class, min(n_real, n_gen) pairs, mean over pairs. Both lists are in a sorted,
 deterministic order (real: shard key; generated: manifest path). Images are compared at the generation
 resolution (real images resized to it). Net: ``evaluate.lpips_net`` (vgg as in [EVAL], or alex), LPIPS v0.1
@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .backbones import LOAD_ERRORS, default_device, file_digest, missing_weights, one_line, resolve_weights
+from ..device import default_device
+from ..files import sha256_file
+from .backbones import LOAD_ERRORS, missing_weights, one_line, resolve_weights
 
 NETS = ("vgg", "alex")
 # AlexNet's pooling stack needs ~31 px; images below this size (the 32 px tiny preset, 16 px tests) are
@@ -62,7 +64,7 @@ class LPIPSMetric:
         self.model.eval().requires_grad_(False).to(self.device)
         self.net = net
         self.name = net
-        self.cache_id = f"lpips|{net}|{file_digest(path) if not path.startswith('http') else path}"
+        self.cache_id = f"lpips|{net}|{sha256_file(path, 16) if not path.startswith('http') else path}"
         self.info = {
             "metric": "LPIPS",
             "impl": f"lpips {version('lpips')} LPIPS v0.1, net={net}",

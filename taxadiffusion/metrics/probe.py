@@ -4,13 +4,11 @@ It is the evaluation backbone that is always available (no downloaded weights): 
 a Fréchet distance and a paired perceptual distance, and its heads give the per-level top-1 accuracy of
 generated images for the taxon they were drawn for. Its own accuracy on the real test split is stored beside
 it so its numbers can be judged. Not a paper metric (the paper uses Inception FID, LPIPS and BioCLIP;
-method.md §5); a stand-in for machines without those weights.
+docs/method.md §5); a stand-in for machines without those weights.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,9 +17,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
+from ..config import ProbeConfig
 from ..errors import UserError
-from ..io import atomic_path, write_json
+from ..files import atomic_path, read_json, sha256_file, write_json
+from .data import read_index, read_real
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,9 @@ def _augment(x: torch.Tensor, max_shift: float, gen: torch.Generator, max_noise:
     return x + sigma * torch.randn(x.shape, generator=gen)
 
 
+MISSING = (None, "None")  # a name a partial lineage does not give (docs/method.md §4)
+
+
 def _label_arrays(lineages: list[tuple], classes: dict[str, list[str]], levels: list[str]) -> np.ndarray:
     """``[N, L]`` int labels, -1 where a name is not in the probe's vocabulary."""
     lookup = [{name: j for j, name in enumerate(classes[lv])} for lv in levels]
@@ -104,7 +110,7 @@ class Probe:
     @property
     def cache_id(self) -> str:
         """Changes whenever the weights do, so cached real features of an older probe are never reused."""
-        digest = hashlib.sha256((self.path / WEIGHTS).read_bytes()).hexdigest()[:16] if self.path else "memory"
+        digest = sha256_file(self.path / WEIGHTS, 16) if self.path else "memory"
         return f"probe|{digest}"
 
     @torch.no_grad()
@@ -146,15 +152,18 @@ def level_accuracy(pred: np.ndarray, labels: np.ndarray, levels: list[str]) -> d
     return out
 
 
-def train_probe(train_images: np.ndarray, train_lineages: list[tuple], levels: list[str], cfg) -> Probe:
-    """Train the probe (``ProbeConfig``: steps, batch_size, lr, width, seed) on uint8 ``[N, H, W, 3]`` images."""
+def train_probe(train_images: np.ndarray, train_lineages: list[tuple], levels: list[str], cfg: ProbeConfig,
+                seed: int) -> Probe:
+    """Train the probe (``ProbeConfig``: steps, batch_size, lr, width) on uint8 ``[N, H, W, 3]`` images."""
     if len(train_images) == 0:
         raise UserError("probe: the real train split is empty; nothing to train on")
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     # Vocabulary = taxa of the train split: a generated or test image of a taxon the probe never saw is counted
     # as "unseen" rather than scored against a class it cannot predict.
-    classes = {lv: sorted({lin[k] for lin in train_lineages}) for k, lv in enumerate(levels)}
+    # Partial lineages (FishNet keeps rows named down to class only) train the probe on the levels they name:
+    # a missing name is no class, and its label is ignored by the loss.
+    classes = {lv: sorted({lin[k] for lin in train_lineages if lin[k] not in MISSING}) for k, lv in enumerate(levels)}
     resolution = int(train_images.shape[1])
     net = ProbeNet([len(classes[lv]) for lv in levels], width=cfg.width, resolution=resolution)
     x_all = torch.from_numpy(np.ascontiguousarray(train_images))  # uint8; converted per batch (memory)
@@ -163,8 +172,6 @@ def train_probe(train_images: np.ndarray, train_lineages: list[tuple], levels: l
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.steps, 1), pct_start=0.15)
     shift_px = max(1, resolution // 16)  # +-2 px at 32 px
     max_shift = shift_px * 2.0 / resolution  # affine_grid units: the image spans [-1, 1]
-    from tqdm import tqdm
-
     net.train()
     start = time.time()
     for step in (bar := tqdm(range(cfg.steps), desc="probe", leave=False)):
@@ -173,7 +180,8 @@ def train_probe(train_images: np.ndarray, train_lineages: list[tuple], levels: l
         y = y_all[idx]
         outs = net(x)
         # Mean cross-entropy over levels: every level gets an equal say in the shared features.
-        loss = sum(F.cross_entropy(o, y[:, k]) for k, o in enumerate(outs)) / len(outs)
+        loss = sum(F.cross_entropy(o, y[:, k], ignore_index=-1) for k, o in enumerate(outs)
+                   if bool((y[:, k] >= 0).any())) / len(outs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -188,15 +196,13 @@ def train_probe(train_images: np.ndarray, train_lineages: list[tuple], levels: l
         "resolution": resolution,
         "width": cfg.width,
         "feature_dim": net.feature_dim,
-        "train": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "n_images": len(x_all),
+        "train": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "n_images": len(x_all),
                   "augment": f"hflip, shift +-{shift_px}px, gaussian noise sigma<=0.1 (of [-1, 1])"},
     }
     return Probe(net.eval(), config)
 
 
 def save_probe(probe: Probe, out_dir: str | Path) -> None:
-    from safetensors.torch import save_file
-
     out_dir = Path(out_dir)
     state = {k: v.contiguous() for k, v in probe.net.state_dict().items()}
     with atomic_path(out_dir / WEIGHTS) as tmp:
@@ -206,34 +212,37 @@ def save_probe(probe: Probe, out_dir: str | Path) -> None:
 
 
 def load_probe(probe_dir: str | Path, levels: list[str] | None = None) -> Probe:
-    from safetensors.torch import load_file
-
+    """A trained probe; a missing, unreadable or mismatched file is a one-line error naming it."""
     probe_dir = Path(probe_dir)
     weights, config_path = probe_dir / WEIGHTS, probe_dir / CONFIG
     for path in (weights, config_path):
         if not path.exists():
             raise UserError(f"{path}: not found (train the probe first: python stages/probe.py / dvc repro probe)")
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path)
     if levels is not None and config["levels"] != list(levels):
         raise UserError(f"{config_path}: probe levels {config['levels']} differ from params.yaml levels {list(levels)}; re-run probe")
     net = ProbeNet([len(config["classes"][lv]) for lv in config["levels"]], config["width"], config["resolution"])
     try:
-        net.load_state_dict(load_file(str(weights)))
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:  # truncated / overwritten file
+        raise UserError(f"{weights}: cannot be read ({str(exc).splitlines()[0]}); re-run the probe stage "
+                        "(dvc repro probe)") from None
+    try:
+        net.load_state_dict(state)
     except (RuntimeError, OSError) as exc:
         raise UserError(f"{weights}: does not match {config_path} ({str(exc).splitlines()[0]}); re-run probe") from None
     return Probe(net, config, probe_dir)
 
 
-def fit_probe_on_shards(shards_dir: str | Path, out_dir: str | Path, levels: list[str], cfg) -> dict:
+def fit_probe_on_shards(shards_dir: str | Path, out_dir: str | Path, levels: list[str], cfg: ProbeConfig,
+                        seed: int) -> dict:
     """The ``probe`` stage: train on the real train split, measure per-level top-1 on the real test split,
     save ``probe.safetensors`` + ``config.json`` (docs/architecture.md ``probe``)."""
-    from .data import read_index, read_real
-
     index = read_index(shards_dir, levels)
     resolution = min(int(index.get("resolution", MAX_RESOLUTION)), MAX_RESOLUTION)
     size = (resolution, resolution)
     train = read_real(shards_dir, ["train"], levels)
-    probe = train_probe(train.decode(range(len(train)), size), train.lineages, levels, cfg)
+    probe = train_probe(train.decode(range(len(train)), size), train.lineages, levels, cfg, seed)
     test = read_real(shards_dir, ["test"], levels) if index.get("test", {}).get("shards") else None
     if test is not None and len(test):
         feats = probe.features(test.decode(range(len(test)), size))

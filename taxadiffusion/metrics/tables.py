@@ -1,5 +1,6 @@
-"""Tables and plot data from ``summary.json``: Table S2 layout per class, a per-level table, bar-plot CSVs,
-and ``classes/<class>.json`` + ``classes/all.json``: the per-class table as DVC metrics files.
+"""Tables and plot data from ``summary.json``: Table S2 layout per class, a per-level table, the probe accuracy
+by rarity (training images per species), bar-plot CSVs, and ``classes/<class>.json`` + ``classes/all.json``: the
+per-class table as DVC metrics files.
 
 Column names carry the backbone ("FID (inception)", "LPIPS (vgg)", "BioCLIP (bioclip-v1)", "FID (probe)").
 A FID over fewer than ``evaluate.min_images_for_fid`` images per side gets a † in the Markdown table (and
@@ -9,12 +10,12 @@ A FID over fewer than ``evaluate.min_images_for_fid`` images per side gets a †
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_dir, atomic_path, write_text
+from ..files import atomic_dir, atomic_path, write_text
+from ..names import PathNames, markdown_cell, plain_text
 
 DAGGER = "†"
 
@@ -67,6 +68,24 @@ def level_table(summary: dict, levels: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rarity_table(summary: dict, levels: list[str]) -> pd.DataFrame:
+    """One row per rarity bucket (``overall.probe.acc_by_rarity``, metrics/rarity.py): taxa, images, accuracy."""
+    rows = []
+    for bucket, e in summary["overall"]["probe"].get("acc_by_rarity", {}).items():
+        row = {"Training images per species": bucket, "# species": e["n_species"], "# generated images": e["n_images"]}
+        row.update({f"Acc {lv} (probe)": e["acc"].get(lv) for lv in levels})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["Training images per species", "# species", "# generated images",
+                                       *(f"Acc {lv} (probe)" for lv in levels)])
+
+
+RARITY_NOTE = (
+    "\nRows: the number of images in the train split of the taxon each generated image was drawn for (the species "
+    "at the default target level); bucket 0 (only when present): taxa without a training image. Accuracy: the "
+    "probe's top-1 per level over the bucket's generated images (a taxon the probe never saw is not scored).\n"
+)
+
+
 def _fmt(col: str, value) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "–"
@@ -79,14 +98,14 @@ def _fmt(col: str, value) -> str:
 
 def to_markdown(table: pd.DataFrame, dagger_cols: tuple = (), flag: str = "fid_small_sample") -> str:
     cols = [c for c in table.columns if c != flag]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines = ["| " + " | ".join(markdown_cell(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in table.iterrows():
         cells = []
         for c in cols:
             text = _fmt(c, row[c] if not pd.isna(row[c]) else None)
             if c in dagger_cols and flag in table.columns and bool(row[flag]) and text != "–":
                 text += DAGGER
-            cells.append(text)
+            cells.append(markdown_cell(text))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -117,20 +136,24 @@ def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
         + "\nFID per taxon (lineage prefix at that level) with >= 2 images on both sides, averaged over taxa; "
         "accuracy and BioCLIP over all generated images (BioCLIP prompt cut at that level).\n",
     )
+    rarity = rarity_table(summary, levels)
+    _write_csv(rarity, out_dir / "rarity_metrics.csv")
+    write_text(out_dir / "rarity_metrics.md", to_markdown(rarity) + RARITY_NOTE)
     # Bar-plot data for `dvc plots` (template bar_horizontal: x = metric column, y = class).
     plots = out_dir / "plots"
     per = summary["per_class"]
     names = list(classes["Class name"])
-    _write_csv(pd.DataFrame({"class": names, **{f"fid_{n}": [per[c][n]["fid"] for c in names] for n in fid}}),
+    shown = [plain_text(c) for c in names]  # dvc plots show embeds these in an inline <script>
+    _write_csv(pd.DataFrame({"class": shown, **{f"fid_{n}": [per[c][n]["fid"] for c in names] for n in fid}}),
                plots / "class_fid.csv")
-    _write_csv(pd.DataFrame({"class": names, **{f"acc_{lv}_probe": [per[c]["probe"]["acc"][lv] for c in names] for lv in levels}}),
+    _write_csv(pd.DataFrame({"class": shown, **{f"acc_{lv}_probe": [per[c]["probe"]["acc"][lv] for c in names] for lv in levels}}),
                plots / "class_acc.csv")
-    _write_csv(pd.DataFrame({"class": names, "dist_probe": [per[c]["probe"]["dist"] for c in names]}), plots / "class_probe_dist.csv")
+    _write_csv(pd.DataFrame({"class": shown, "dist_probe": [per[c]["probe"]["dist"] for c in names]}), plots / "class_probe_dist.csv")
     if lp:
-        _write_csv(pd.DataFrame({"class": names, **{f"lpips_{n}": [per[c][n]["lpips"] for c in names] for n in lp}}),
+        _write_csv(pd.DataFrame({"class": shown, **{f"lpips_{n}": [per[c][n]["lpips"] for c in names] for n in lp}}),
                    plots / "class_lpips.csv")
     if bio:
-        _write_csv(pd.DataFrame({"class": names, **{f"bioclip_{n}": [per[c][n]["score"] for c in names] for n in bio}}),
+        _write_csv(pd.DataFrame({"class": shown, **{f"bioclip_{n}": [per[c][n]["score"] for c in names] for n in bio}}),
                    plots / "class_bioclip.csv")
     _write_csv(pd.DataFrame({"level": levels, "acc_probe": [summary["per_level"][lv]["probe"]["acc"] for lv in levels],
                              **{f"fid_{n}": [summary["per_level"][lv][n]["fid"] for lv in levels] for n in fid}}),
@@ -149,15 +172,6 @@ def _metric_row(counts: dict, entry: dict, names: list[str], scale) -> dict:
     return row
 
 
-def _file_name(cls: str, taken: set) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", cls).strip("._") or "class"
-    name, k = f"{stem}.json", 1
-    while name.lower() in taken or name == "all.json":
-        k += 1
-        name = f"{stem}-{k}.json"
-    taken.add(name.lower())
-    return name
-
 
 def write_class_metrics(summary: dict, out_dir: str | Path) -> Path:
     """``out_dir/<class>.json`` per class and ``out_dir/all.json`` (all classes pooled): what the ``evaluate``
@@ -169,11 +183,11 @@ def write_class_metrics(summary: dict, out_dir: str | Path) -> Path:
     scales = summary["data"].get("generation", {}).get("scale") or []
     scale = float(scales[0]) if len(scales) == 1 else None
     with atomic_dir(out_dir) as tmp:
-        taken: set = set()
+        files = PathNames(reserved={"all"})  # all.json is the pooled row
         per = summary["per_class"]
         for cls in sorted(per):
             row = _metric_row(per[cls], per[cls], names, scale)
-            (tmp / _file_name(cls, taken)).write_text(json.dumps(row, indent=2) + "\n")
+            (tmp / f"{files(cls)}.json").write_text(json.dumps(row, indent=2) + "\n")
         totals = {"n_generated": summary["data"]["n_generated"], "n_real": summary["data"]["n_real"],
                   "n_species": sum(e["n_species"] for e in per.values()),
                   "fid_small_sample": summary["data"]["n_generated"] < summary["data"]["min_images_for_fid"]}

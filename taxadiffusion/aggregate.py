@@ -1,0 +1,312 @@
+"""Seeds as experiments: mean ± sd (and n) of the metrics over DVC experiments that differ only in ``seed``.
+
+The top-level ``seed`` seeds the training of every level and method, the generation plan and noise, and the
+probe; the data stay fixed (README "Configuration"). Repeat an experiment over seeds, then aggregate::
+
+    dvc exp run --queue -S seed=0,1,2 && dvc queue start -j 1     # then wait: dvc queue status
+    python -m taxadiffusion.aggregate --out metrics/seeds.md      # + metrics/seeds.csv
+
+Reads ``dvc exp show --json`` (or ``--json FILE``). A *setting* is an experiment's params.yaml with ``seed``
+removed: experiments with equal other params are seeds of one setting. Per experiment and method it takes the
+``overall`` metrics of evaluate's summary: ``taxadiffusion`` (the main pipeline, always) from
+``metrics/summary.json`` at the experiment's commit, else from ``metrics/classes/all.json`` in the JSON (no rarity
+split there); every other method of ``params.methods`` from ``metrics/methods/<m>/summary.json`` at its commit
+(``git show``: they are ``cache: false`` outputs, which ``dvc exp run`` commits). Per setting, method and metric
+it writes the mean, the sample standard deviation (n - 1; none for n = 1) and n: a CSV (one row per metric) and a
+Markdown table (one row per setting and method, plus the probe accuracy by rarity). Skipped and counted: failed experiments (dvc keeps the
+metrics of the workspace they were queued from), queued or running ones, ones without params or metrics, metrics
+drawn at another guidance scale, a method's missing summary, and a second experiment with the same params and
+seed (the experiment is kept over the baseline commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import statistics
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+
+from .errors import UserError
+from .expshow import as_float, drawn_at_other_scale, exp_show, file_data, flatten, revision_name, revisions, usable
+from .files import atomic_path, write_text
+from .metrics.tables import _fmt
+from .names import markdown_cell
+
+log = logging.getLogger(__name__)
+
+PARAMS_FILE = "params.yaml"
+SEED = "seed"
+MAIN_METHOD = "taxadiffusion"
+MAIN_SUMMARY = "metrics/summary.json"
+CLASSES_ALL = "metrics/classes/all.json"
+ONE_SETTING = "(one setting)"
+# The numbers aggregated, as dotted paths into a summary's `overall` (or the classes/all.json row).
+HEADLINE = re.compile(r"^(?P<backbone>[^.]+)\.(?:(?P<kind>fid|lpips|score|dist)|(?P<acc>acc)\.(?P<level>[^.]+))$")
+RARITY = re.compile(r"^probe\.acc_by_rarity\.(?P<bucket>[^.]+)\.(?:acc\.(?P<level>[^.]+)|(?P<count>n_images|n_species))$")
+KIND_ORDER = {"fid": 0, "lpips": 1, "score": 2, "dist": 3, "acc": 4}
+KIND_LABEL = {"fid": "FID", "lpips": "LPIPS", "score": "BioCLIP", "dist": "1-cos"}
+COUNT_LABEL = {"n_images": "# images", "n_species": "# species"}
+
+Reader = Callable[[str, str], Optional[str]]
+
+
+def git_reader(cwd: str | Path = ".") -> Reader:
+    """``read(rev, path)``: the file's text at a commit (``git show``), the file on disk for ``workspace``, or
+    None when it is not there."""
+    def read(rev: str, path: str) -> Optional[str]:
+        if rev == "workspace":
+            file = Path(cwd) / path
+            return file.read_text() if file.is_file() else None
+        try:
+            proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=cwd, capture_output=True, text=True)
+        except OSError:  # no git
+            return None
+        return proc.stdout if proc.returncode == 0 else None
+    return read
+
+
+def _method_metrics(method: str, rev: str, data: dict, read: Reader) -> tuple[Optional[dict], str]:
+    """The flat ``overall`` numbers of one method of one experiment, or ``(None, why skipped)``."""
+    path = MAIN_SUMMARY if method == MAIN_METHOD else f"metrics/methods/{method}/summary.json"
+    text = read(rev, path)
+    if text is not None:
+        try:
+            overall = json.loads(text).get("overall")
+        except (json.JSONDecodeError, AttributeError):
+            return None, f"{path} not a summary"
+        if isinstance(overall, dict):
+            return flatten(overall), ""
+    if method == MAIN_METHOD and (row := file_data(data, "metrics", CLASSES_ALL)) is not None:
+        return flatten(row), ""
+    return None, f"no {path}" + (f" or {CLASSES_ALL}" if method == MAIN_METHOD else "")
+
+
+def _setting_key(params: dict) -> tuple:
+    flat = {k: v for k, v in flatten(params).items() if k != SEED}
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in flat.items()))
+
+
+def _experiments(doc: list, include_workspace: bool, skipped: Counter) -> list[dict]:
+    """Usable revisions, one per (setting, seed): experiments before baseline commits, then in document order."""
+    found = []
+    for entry, kind, executor, _ in revisions(doc, include_workspace):
+        data, params, why = usable(entry, executor, PARAMS_FILE)
+        if data is None:
+            skipped[why] += 1
+            continue
+        seed = params.get(SEED)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            skipped[f"no integer param {SEED}"] += 1
+            continue
+        row = file_data(data, "metrics", CLASSES_ALL)
+        if row is not None and drawn_at_other_scale(row, as_float(params.get("guidance_scale"))):
+            skipped[f"{CLASSES_ALL} computed at another scale"] += 1
+            continue
+        found.append({"experiment": revision_name(entry, kind), "rev": str(entry.get("rev") or ""), "kind": kind,
+                      "seed": seed, "params": params, "setting": _setting_key(params), "data": data})
+    found.sort(key=lambda e: e["kind"] != "experiment")  # stable: document order within each kind
+    kept, seen = [], set()
+    for exp in found:
+        if (exp["setting"], exp["seed"]) in seen:
+            skipped["same params and seed as another experiment"] += 1
+            continue
+        seen.add((exp["setting"], exp["seed"]))
+        kept.append(exp)
+    return kept
+
+
+def collect(doc: list, read: Reader, include_workspace: bool = False) -> tuple[list[dict], Counter]:
+    """One record per (experiment, method): experiment, rev, kind, seed, setting (the params without seed as a
+    hashable key), params, method and ``metrics`` (the aggregated numbers, flat). Returns ``(records, skipped)``."""
+    skipped: Counter = Counter()
+    records = []
+    for exp in _experiments(doc, include_workspace, skipped):
+        listed = exp["params"].get("methods")
+        listed = [str(m) for m in listed] if isinstance(listed, list) else []
+        for method in [MAIN_METHOD] + [m for m in listed if m != MAIN_METHOD]:  # the main pipeline always ran
+            flat, why = _method_metrics(method, exp["rev"], exp["data"], read)
+            if flat is None:
+                skipped[why] += 1
+                continue
+            metrics = {k: as_float(v) for k, v in flat.items() if HEADLINE.match(k) or RARITY.match(k)}
+            records.append({**{k: exp[k] for k in ("experiment", "rev", "kind", "seed", "setting", "params")},
+                            "method": method, "metrics": metrics})
+    if not records:
+        why = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "none listed"
+        raise UserError(f"no experiment with {PARAMS_FILE} and metrics in `dvc exp show` (skipped: {why}); run e.g. "
+                        f"`dvc exp run --queue -S seed=0,1,2` then `dvc queue start -j 1`")
+    return records, skipped
+
+
+def setting_labels(records: list[dict]) -> tuple[dict, list[str]]:
+    """``{setting: label}`` naming only the params that differ between settings, and those params' names."""
+    settings = {r["setting"]: dict(r["setting"]) for r in records}
+    keys = sorted({k for s in settings.values() for k in s})
+    varying = [k for k in keys if len({s.get(k) for s in settings.values()}) > 1]
+    labels = {key: "; ".join(f"{k}={_shown(s.get(k))}" for k in varying) or ONE_SETTING for key, s in settings.items()}
+    return labels, varying
+
+
+def _shown(value: Optional[str]) -> str:
+    """A JSON-encoded param value as the user wrote it (``"pndm"`` -> ``pndm``; missing -> ``–``)."""
+    if value is None:
+        return "–"
+    decoded = json.loads(value)
+    return decoded if isinstance(decoded, str) else json.dumps(decoded)
+
+
+def _stats(values: list[float]) -> dict:
+    def tidy(x: float) -> float:  # 0.4000000000000001 -> 0.4 in the CSV
+        return float(f"{x:.12g}")
+    return {"mean": tidy(statistics.fmean(values)), "sd": tidy(statistics.stdev(values)) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def _setting_order(setting: tuple, varying: list[str]) -> tuple:
+    """Settings sorted by their varying params, numbers as numbers (scale 2 before 10)."""
+    values = dict(setting)
+    out = []
+    for k in varying:
+        v = json.loads(values[k]) if k in values else None
+        number = as_float(v)
+        out.append((0, number, "") if number is not None else (1, 0.0, json.dumps(v)))
+    return tuple(out)
+
+
+def _metric_order(records: list[dict]) -> list[str]:
+    """Every metric key, FID / LPIPS / BioCLIP / 1-cos / accuracy, levels and buckets in summary order."""
+    first: dict[str, int] = {}
+    for r in records:
+        for k in r["metrics"]:
+            first.setdefault(k, len(first))
+
+    def rank(key: str) -> tuple:
+        head = HEADLINE.match(key)
+        if head:
+            return 0, KIND_ORDER[head["kind"] or "acc"], first[key]
+        return 1, first[key]
+    return sorted(first, key=rank)
+
+
+def aggregate(records: list[dict]) -> pd.DataFrame:
+    """Per setting, method and metric: mean, sd, n and the seeds (the CSV, one row per metric)."""
+    labels, varying = setting_labels(records)
+    order = _metric_order(records)
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(records, key=lambda r: _setting_order(r["setting"], varying)):  # stable: methods in params order
+        groups.setdefault((labels[r["setting"]], r["method"]), []).append(r)
+    rows = []
+    for (label, method), group in groups.items():
+        setting = dict(group[0]["setting"])
+        for key in order:
+            pairs = [(r["seed"], r["metrics"][key]) for r in group if r["metrics"].get(key) is not None]
+            if not pairs:
+                continue
+            match = HEADLINE.match(key) or RARITY.match(key)
+            parts = match.groupdict()
+            rows.append({"setting": label, **{k: _shown(setting.get(k)) for k in varying}, "method": method,
+                         "metric": key, "bucket": parts.get("bucket") or "", "level": parts.get("level") or "",
+                         **_stats([v for _, v in pairs]),
+                         "seeds": " ".join(str(s) for s in sorted(seed for seed, _ in pairs))})
+    columns = ["setting", *varying, "method", "metric", "bucket", "level", "mean", "sd", "n", "seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _column(metric: str) -> str:
+    """The Markdown column of a metric (a rarity bucket is a row, so it is not part of the column)."""
+    head = HEADLINE.match(metric)
+    if head:
+        name = f"acc {head['level']}" if head["acc"] else KIND_LABEL[head["kind"]]
+        return f"{name} ({head['backbone']})"
+    rare = RARITY.match(metric)
+    return f"acc {rare['level']} (probe)" if rare["level"] else COUNT_LABEL[rare["count"]]
+
+
+def _number(column: str, value: float) -> str:
+    return f"{value:.4g}" if column.startswith("#") else _fmt(column, value)  # counts: no fixed decimals
+
+
+def _cell(row: pd.Series, column: str, n_row: int) -> str:
+    sd = "" if pd.isna(row["sd"]) else f" ± {_number(column, float(row['sd']))}"
+    extra = f" (n={row['n']})" if row["n"] < n_row else ""
+    return f"{_number(column, float(row['mean']))}{sd}{extra}"
+
+
+def _markdown_table(table: pd.DataFrame, rarity: bool) -> str:
+    """One Markdown row per setting and method (and rarity bucket): ``mean ± sd`` per metric."""
+    sub = table[table["metric"].map(lambda m: bool(RARITY.match(m))) == rarity]
+    sub = sub.assign(column=sub["metric"].map(_column))
+    cols = list(dict.fromkeys(sub["column"]))
+    by = ["setting", "method"] + (["bucket"] if rarity else [])
+    head = by[:2] + (["training images per species"] if rarity else []) + ["n", "seeds"] + cols
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for group, rows in sub.groupby(by, sort=False):
+        seeds = sorted({int(s) for text in rows["seeds"] for s in text.split()})
+        cells = {c: _cell(row, c, len(seeds)) for c, (_, row) in zip(rows["column"], rows.iterrows())}
+        line = [*group, str(len(seeds)), ", ".join(map(str, seeds)), *(cells.get(c, "–") for c in cols)]
+        lines.append("| " + " | ".join(markdown_cell(x) for x in line) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(table: pd.DataFrame, skipped: Counter) -> str:
+    text = ["# Mean ± sd over seeds\n",
+            "Experiments of `dvc exp show` grouped by their params without `seed` (a *setting*; only the params that "
+            "differ between settings are named). mean ± sample standard deviation (n - 1) over the n seeds; "
+            "(n=k): only k of them have that number.\n",
+            _markdown_table(table, rarity=False)]
+    if table["metric"].map(lambda m: bool(RARITY.match(m))).any():
+        text += ["\n## Probe accuracy of generated images by rarity\n",
+                 "Buckets by the number of training images of the species each image was drawn for "
+                 "(evaluate: `overall.probe.acc_by_rarity`).\n",
+                 _markdown_table(table, rarity=True)]
+    gone = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "none"
+    text.append(f"\nSkipped: {gone}.\n")
+    return "\n".join(text)
+
+
+def run(out: str | Path, json_file=None, all_commits: bool = False, include_workspace: bool = False,
+        cwd: str | Path = ".", read: Optional[Reader] = None) -> tuple[pd.DataFrame, Counter]:
+    """Collect, aggregate, write ``out`` (.md) and the CSV next to it (or the other way round)."""
+    out = Path(out)
+    if out.suffix.lower() not in (".md", ".csv"):
+        raise UserError(f"--out {out}: use a .md or .csv file name (the other one is written next to it)")
+    doc = exp_show(json_file, all_commits, cwd)
+    records, skipped = collect(doc, read or git_reader(cwd), include_workspace)
+    table = aggregate(records)
+    with atomic_path(out.with_suffix(".csv")) as tmp:
+        table.to_csv(tmp, index=False)
+    write_text(out.with_suffix(".md"), to_markdown(table, skipped))
+    sizes = Counter((r["setting"], r["seed"]) for r in records)
+    if len({s for s, _ in sizes}) == len(sizes):
+        log.warning("aggregate: every setting has one seed; run e.g. `dvc exp run --queue -S seed=0,1,2`")
+    log.info("aggregate: %d experiment(s), %d setting(s); skipped %s; wrote %s and %s", len(sizes),
+             len({s for s, _ in sizes}), dict(skipped) or "none", out.with_suffix(".md"), out.with_suffix(".csv"))
+    return table, skipped
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
+    parser.add_argument("--out", default="metrics/seeds.md", help="Markdown table; the CSV goes next to it")
+    parser.add_argument("--json", default=None, help="read this `dvc exp show --json` file instead of running dvc")
+    parser.add_argument("--all-commits", action="store_true", help="experiments of all commits, not only HEAD's")
+    parser.add_argument("--include-workspace", action="store_true", help="also the (uncommitted) workspace row")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run(args.out, args.json, args.all_commits, args.include_workspace)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
