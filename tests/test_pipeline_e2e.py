@@ -54,6 +54,13 @@ def _git(*args: str, cwd: Path) -> str:
     return _run(["git", *args], cwd, 120)
 
 
+def _changed(repo: Path) -> dict:
+    """``dvc status`` less the `images` stage, which is `always_changed` by design (a cheap fingerprint walk)."""
+    status = json.loads(_dvc("status", "--json", cwd=repo))
+    assert status.pop("images", ["always changed"]) == ["always changed"], status
+    return status
+
+
 def _copy_checkout(dst: Path) -> None:
     """The working tree as a fresh repo: what `git clone` gives once the lead commits (uncommitted files too)."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -97,7 +104,7 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     assert set(outs) == set(stages)
     missing = [p for paths in outs.values() for p in paths if not (repo / p).exists()]
     assert not missing, f"declared outputs not written: {missing}"
-    assert json.loads(_dvc("status", "--json", cwd=repo)) == {}
+    assert _changed(repo) == {}
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     default_scale = float(tiny_params()["guidance_scale"])
     assert default_scale != 8.0
@@ -123,11 +130,23 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     assert summary["data"]["generation"]["scale"] == ["8.0"]
     manifest = pd.read_csv(repo / "data" / "generated" / "manifest.csv")
     assert set(manifest["scale"].astype(float)) == {8.0}
-    assert json.loads(_dvc("status", "--json", cwd=repo)) == {}
+    assert _changed(repo) == {}
 
-    # 3. the sweep plot from the real `dvc exp show --json` of this repo
+    # 3. the top-level seed drives the experiment: training and generation re-run, the images change
+    drawn = {p: (repo / "data" / "generated" / p).read_bytes() for p in manifest["path"]}
+    log = _dvc("exp", "run", "-S", "seed=1", cwd=repo)
+    ran = set(RUNNING.findall(log))
+    assert {"train@class", "generate", "probe", "evaluate"} <= ran, log[-3000:]
+    assert not ran & {"synthesize", "prepare", "shard"}, f"seed=1 re-ran data stages {sorted(ran)}"
+    reseeded = pd.read_csv(repo / "data" / "generated" / "manifest.csv")
+    assert list(reseeded["path"]) == list(manifest["path"])
+    assert (reseeded["seed"] != manifest["seed"]).all()
+    changed = [p for p in manifest["path"] if (repo / "data" / "generated" / p).read_bytes() != drawn[p]]
+    assert len(changed) == len(drawn), f"{len(drawn) - len(changed)} image(s) identical after seed=1"
+
+    # 4. the sweep plot from the real `dvc exp show --json` of this repo
     _run([sys.executable, "-m", "taxadiffusion.sweep", "--out", "metrics/guidance_sweep.png"], repo, 300)
     table = pd.read_csv(repo / "metrics" / "guidance_sweep.csv")
-    assert sorted(table["guidance_scale"]) == sorted([default_scale, 8.0])
+    assert sorted(table["guidance_scale"]) == sorted([default_scale, 8.0, 8.0])  # the seed=1 run is at 8 too
     assert table["probe.fid"].notna().all()
     assert (repo / "metrics" / "guidance_sweep.png").stat().st_size > 1000
