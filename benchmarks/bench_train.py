@@ -125,7 +125,7 @@ def bench_a(resolution: int, batch: int, steps: int) -> dict:
                              cond_heads=8, cond_ff=2048)
         data["train"].update(steps=steps + 1, batch_size=batch, checkpoint_every=0, log_every=1)
         params = params_from_dict(data)
-        prepare_base(params.model, work / "models1" / "base", shards, work / "latents")
+        prepare_base(params.model, work / "models1" / "base", shards, work / "latents", resolution=resolution)
         print(f"setup (random SD1.5 at {resolution}px, latent cache) {time.perf_counter() - t0:.1f}s", flush=True)
         # Steady state, as the reference loop: the loop time of a 1-step run is subtracted from that of a
         # (steps+1)-step run, so the first step (allocator warm-up, first text-cache fills) is left out of both.

@@ -35,7 +35,7 @@ from .files import read_json, write_json
 
 INDEX_FILE = "latents.json"
 CHUNK_PATTERN = "train-%06d.safetensors"
-CHUNK_SIZE = 512  # images per chunk: 64 MiB of fp16 mean + std per view at 512 px (64 x 64 x 4 latents)
+CHUNK_SIZE = 512  # images per chunk: 32 MiB of fp16 mean + std per view at 512 px (64 x 64 x 4 latents)
 FORMAT = 1
 OPEN_CHUNKS = 8  # chunk files kept open by a reader (a batch's rows touch at most batch-size chunks)
 _REBUILD = "re-run `dvc repro -f base`"
@@ -164,7 +164,7 @@ class LatentShards(LatentSource):
         self.chunk_size = int(self.index["chunk_size"])
         self._open: OrderedDict[int, object] = OrderedDict()
         self._max_open = open_chunks
-        codes = [self._tensor(c, "taxon").numpy() for c in range(len(self.index["chunks"]))]
+        codes = [self._file(c).get_tensor("taxon").numpy() for c in range(len(self.index["chunks"]))]
         self.lineages = _Lineages(self.index["taxa"], np.concatenate(codes))
         if len(self.lineages) != self.index["cached"] or self.lineages.codes.max() >= len(self.index["taxa"]):
             raise UserError(f"{self.folder / INDEX_FILE}: its chunks hold {len(self.lineages)} images or taxa "
@@ -173,25 +173,29 @@ class LatentShards(LatentSource):
     def _file(self, chunk: int):
         f = self._open.pop(chunk, None)
         if f is None:
-            path = self.folder / self.index["chunks"][chunk]["file"]
-            try:
-                f = safe_open(str(path), framework="pt")
-            except Exception as exc:  # missing, truncated or not safetensors
-                raise UserError(f"{path}: cannot read the latent chunk ({str(exc).splitlines()[0][:120]}); "
-                                f"{_REBUILD}") from None
+            f = self._check_chunk(chunk)
             if len(self._open) >= self._max_open:
                 _, oldest = self._open.popitem(last=False)
                 oldest.__exit__(None, None, None)
         self._open[chunk] = f  # most recently used last
         return f
 
-    def _tensor(self, chunk: int, name: str) -> torch.Tensor:
+    def _check_chunk(self, chunk: int):
+        """Open chunk ``chunk``; missing, truncated or of other shapes than the index says: a one-line error."""
         entry = self.index["chunks"][chunk]
-        f = self._file(chunk)
-        want = [entry["count"]] + ([] if name == "taxon" else [self.index["views"], *self.index["shape"]])
-        if name not in f.keys() or list(f.get_slice(name).get_shape()) != want:
-            raise UserError(f"{self.folder / entry['file']}: no {name} tensor of shape {want}; {_REBUILD}")
-        return f.get_tensor(name)
+        path = self.folder / entry["file"]
+        try:
+            f = safe_open(str(path), framework="pt")
+        except Exception as exc:  # missing, truncated or not safetensors
+            raise UserError(f"{path}: cannot read the latent chunk ({str(exc).splitlines()[0][:120]}); "
+                            f"{_REBUILD}") from None
+        row = [self.index["views"], *self.index["shape"]]
+        for name, want in (("mean", [entry["count"], *row]), ("std", [entry["count"], *row]),
+                           ("taxon", [entry["count"]])):
+            if name not in f.keys() or list(f.get_slice(name).get_shape()) != want:
+                f.__exit__(None, None, None)
+                raise UserError(f"{path}: no {name} tensor of shape {want}; {_REBUILD}")
+        return f
 
     def rows(self, idx: np.ndarray):
         chunk, offset = np.divmod(idx.astype(np.int64), self.chunk_size)
@@ -201,10 +205,6 @@ class LatentShards(LatentSource):
             mean.append(f.get_slice("mean")[o : o + 1])
             std.append(f.get_slice("std")[o : o + 1])
         return torch.cat(mean), torch.cat(std)
-
-    def close(self) -> None:
-        while self._open:
-            self._open.popitem()[1].__exit__(None, None, None)
 
 
 def _check_index(path: Path, index) -> dict:

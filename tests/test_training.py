@@ -254,7 +254,7 @@ def test_corrupt_newest_checkpoint_is_skipped(data_workspace, tmp_path):
 
 
 def test_checkpoint_detects_flipped_and_truncated_bytes(tmp_path):
-    from taxadiffusion.training import read_checkpoint, write_checkpoint_file
+    from taxadiffusion.checkpoints import read_checkpoint, write_checkpoint_file
 
     tensors = {"model/w": torch.randn(64, 64), "optimizer/0/step": torch.tensor(3.0),
                "optimizer/0/exp_avg": torch.randn(64, 64)}
@@ -351,19 +351,6 @@ def test_method_specs_carry_their_lr_and_budget():
 # Latents and pickles
 
 
-def test_latents_are_read_without_pickled_code(tmp_path):
-    from taxadiffusion.latents import read_latents
-
-    path = tmp_path / "train.pt"
-    torch.save({"latents": torch.zeros(2, 4, 8, 8, dtype=torch.float16), "lineages": [{"class": "A"}, {"class": "B"}]}, path)
-    latents, lineages = read_latents(path)
-    assert latents.shape == (2, 4, 8, 8) and lineages[1] == {"class": "B"}
-    torch.save({"latents": torch.zeros(2, 4, 8, 8), "lineages": [SimpleNamespace(a=1)] * 2}, path)  # not plain data
-    with pytest.raises(UserError, match=r"train.pt: cannot read the cached latents"):
-        read_latents(path)
-    path.write_bytes(b"\0" * 10)
-    with pytest.raises(UserError, match=r"re-run `dvc repro -f base`"):
-        read_latents(path)
 
 
 def test_no_torch_load_with_pickles():

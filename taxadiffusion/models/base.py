@@ -69,12 +69,6 @@ class BaseModel:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] ``[B, 3, H, W]`` -> scaled latents (SD: VAE mean, as diffusers' examples sample)."""
-        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
-        return dist.sample() * self.scaling_factor
-
-    @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1]."""
         return self.vae.decode(latents.to(self.vae.dtype) / self.scaling_factor, return_dict=False)[0]

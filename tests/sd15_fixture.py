@@ -1,0 +1,52 @@
+"""A miniature Stable Diffusion 1.5 for tests: SD1.5's architecture family and folder layout, random weights.
+
+``make_mini_sd15(folder)`` writes a ``StableDiffusionPipeline`` with ``save_pretrained`` (the diffusers layout
+``unet/ vae/ text_encoder/ tokenizer/ scheduler/ model_index.json``): an ``AutoencoderKL`` with SD1.5's four
+down blocks (an 8x VAE) and 4 latent channels, a small ``UNet2DConditionModel`` with cross-attention, the tiny
+base's small CLIP text encoder and tokenizer (``assets/tiny-base``) and SD1.5's PNDM scheduler config
+(``assets/sd15/scheduler``). Native resolution :data:`RESOLUTION` px (4 x 4 x 4 latents). Seeded: the same
+seed writes the same weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "assets" / "tiny-base"
+RESOLUTION = 32  # = unet.sample_size (4) x the VAE's 2 ** (4 blocks - 1)
+
+
+def make_mini_sd15(folder: str | Path, seed: int = 0) -> Path:
+    """Write the miniature SD1.5 folder (module docstring) and return it."""
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel.from_pretrained(TINY, subfolder="text_encoder")  # hidden 64, 32 tokens
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8,
+        sample_size=RESOLUTION, scaling_factor=0.18215,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=text_encoder.config.hidden_size, attention_head_dim=8, norm_num_groups=32,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(TINY, subfolder="tokenizer"),
+        unet=unet, scheduler=PNDMScheduler.from_pretrained(REPO / "assets" / "sd15", subfolder="scheduler"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def mini_sd15_params(folder: str | Path) -> dict:
+    """Overrides (``conftest.tiny_params(**...)``) that run the pipeline on the miniature: the ``sd15`` preset,
+    its native resolution, a one-layer condition module of its text width."""
+    return {"model.preset": "sd15", "model.pretrained": str(folder), "model.cache_latents": True,
+            "model.cond_layers": 1, "model.cond_heads": 4, "model.cond_ff": 64, "dataset.resolution": RESOLUTION}

@@ -1,0 +1,122 @@
+"""Latent chunks (taxadiffusion/latent_shards.py) and the base stage's streaming VAE encode (latents.py,
+base_stage.py) on the miniature SD1.5 of tests/sd15_fixture.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from params_util import section
+from sd15_fixture import RESOLUTION, make_mini_sd15
+from taxadiffusion import latents as latents_mod
+from taxadiffusion.base_stage import prepare_base
+from taxadiffusion.errors import UserError
+from taxadiffusion.latent_shards import INDEX_FILE, ChunkWriter, LatentShards, LatentTable, write_index
+from taxadiffusion.latents import encode_posterior, latent_source
+from taxadiffusion.models.base import load_base
+
+LEVELS = ["class", "species"]
+
+
+def _lineage(i: int) -> dict:
+    return {"class": f"C{i % 2}", "species": f"G s{i % 3}"}
+
+
+def _write(folder, n: int, views: int = 1, chunk_size: int = 3):
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(n, views, 4, 2, 2, generator=g)
+    std = torch.rand(n, views, 4, 2, 2, generator=g)
+    writer = ChunkWriter(folder, chunk_size=chunk_size)
+    for s in range(0, n, 2):  # batches that do not line up with the chunks
+        writer.add(mean[s : s + 2], std[s : s + 2], [_lineage(i) for i in range(s, min(s + 2, n))])
+    write_index(folder, "sd15", writer.finish())
+    return mean.half().float(), std.half().float()
+
+
+def test_chunks_round_trip_and_draw_from_the_step_generator(tmp_path):
+    mean, std = _write(tmp_path, 7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_FILE] + [f"train-00000{i}.safetensors" for i in range(3)]
+    source = LatentShards(tmp_path, open_chunks=2)
+    assert len(source) == 7 and [source.lineages[i] for i in (0, 4)] == [_lineage(0), _lineage(4)]
+    idx = np.array([6, 0, 4, 4])
+    a = source.batch(idx, torch.Generator().manual_seed(5))
+    eps = torch.randn(4, 4, 2, 2, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, mean[idx, 0] + std[idx, 0] * eps)  # a fresh posterior sample, from the given generator
+    assert len(source._open) <= 2  # least recently used chunks are closed
+    table = LatentTable(mean, std, [_lineage(i) for i in range(7)])  # the in-memory source: the same draws
+    assert torch.equal(table.batch(idx, torch.Generator().manual_seed(5)), a)
+    assert torch.equal(LatentTable(mean, None, [{}] * 7).batch(idx, torch.Generator()), mean[idx, 0])
+
+
+def test_views_are_drawn_per_image(tmp_path):
+    mean, std = _write(tmp_path, 5, views=2)
+    gen = torch.Generator().manual_seed(1)
+    got = LatentShards(tmp_path).batch(np.arange(5), gen)
+    g = torch.Generator().manual_seed(1)
+    view = torch.randint(0, 2, (5,), generator=g)
+    eps = torch.randn(5, 4, 2, 2, generator=g)
+    assert torch.equal(got, mean[torch.arange(5), view] + std[torch.arange(5), view] * eps)
+
+
+def test_damaged_chunks_are_one_line_errors(tmp_path):
+    _write(tmp_path, 7)
+    chunk = tmp_path / "train-000001.safetensors"
+    chunk.write_bytes(chunk.read_bytes()[:40])
+    with pytest.raises(UserError, match=r"train-000001.safetensors: cannot read the latent chunk .*dvc repro -f base"):
+        LatentShards(tmp_path)
+    index = json.loads((tmp_path / INDEX_FILE).read_text())
+    (tmp_path / INDEX_FILE).write_text(json.dumps({**index, "cached": 8}))
+    with pytest.raises(UserError, match=r"latents.json: chunk counts \[3, 3, 1\]"):
+        LatentShards(tmp_path)
+    _write(tmp_path, 7)
+    (tmp_path / INDEX_FILE).write_text(json.dumps({**index, "shape": [4, 4, 4]}))
+    with pytest.raises(UserError, match=r"train-000000.safetensors: no mean tensor of shape \[3, 1, 4, 4, 4\]"):
+        LatentShards(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    folder = make_mini_sd15(root / "sd")
+    shards = root / "shards"
+    (shards / "train").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (11, RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
+    with wds.TarWriter(str(shards / "train" / "shard-000000.tar")) as sink:
+        for i, img in enumerate(images):
+            sink.write({"__key__": f"{i:09d}", "png": img, "json": {"lineage": _lineage(i), "row": i, "path": "x"}})
+    (shards / "index.json").write_text(json.dumps({"levels": LEVELS, "resolution": RESOLUTION, "train": {
+        "shards": ["train/shard-000000.tar"], "count": 11}, "test": {"shards": [], "count": 0}}))
+    cfg = section("model", {"preset": "sd15", "pretrained": str(folder)})
+    return cfg, shards, images
+
+
+def test_base_streams_the_posteriors_into_chunks(mini, tmp_path, monkeypatch):
+    cfg, shards, images = mini
+    monkeypatch.setattr(latents_mod, "ENCODE_BATCH", 4)  # several batches
+    info = prepare_base(cfg, tmp_path / "base", shards, tmp_path / "lat", resolution=RESOLUTION)
+    assert info["cached_latents"] == 11 and json.loads((tmp_path / "base/base.json").read_text())["resolution"] == 32
+    source = latent_source(load_base(cfg), shards, tmp_path / "lat")
+    assert isinstance(source, LatentShards) and len(source) == 11 and source.lineages[10] == _lineage(10)
+    mean, std = encode_posterior(load_base(cfg), images)  # the whole split in one call
+    got_mean, got_std = source.rows(np.arange(11))
+    assert torch.allclose(got_mean[:, 0].float(), mean, atol=2e-3)
+    assert torch.allclose(got_std[:, 0].float(), std, atol=2e-3)
+    again = tmp_path / "again"
+    prepare_base(cfg, tmp_path / "base2", shards, again, resolution=RESOLUTION)
+    assert [p.read_bytes() for p in sorted((tmp_path / "lat").iterdir())] == \
+        [p.read_bytes() for p in sorted(again.iterdir())], "base is not deterministic"
+
+
+def test_resolution_other_than_the_base_is_a_one_line_error(mini, tmp_path):
+    cfg, shards, _ = mini
+    with pytest.raises(UserError) as info:
+        prepare_base(cfg, tmp_path / "base", shards, tmp_path / "lat", resolution=64)
+    message = str(info.value)
+    assert "dataset.resolution=64" in message and "native resolution 32 px" in message
+    assert "model.pretrained=" in message and "\n" not in message
+    assert not (tmp_path / "lat").exists() and not (tmp_path / "base").exists()
