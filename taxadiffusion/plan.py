@@ -42,8 +42,9 @@ def image_seed(seed: int, key: str, index: int) -> int:
     return stable_int(int(seed), key, int(index)) % SEED_MODULUS
 
 
-def read_test_table(prepared_dir: str | Path, levels: list[str]) -> pd.DataFrame:
-    """The test rows of ``<prepared>/table.parquet`` (docs/architecture.md ``prepare``), checked."""
+def read_table(prepared_dir: str | Path, levels: list[str]) -> pd.DataFrame:
+    """``<prepared>/table.parquet`` (docs/architecture.md ``prepare``), checked: readable, with the level columns
+    and ``split``."""
     path = Path(prepared_dir) / "table.parquet"
     if not path.exists():
         raise UserError(f"{path}: not found (run the prepare stage first: dvc repro prepare)")
@@ -54,6 +55,13 @@ def read_test_table(prepared_dir: str | Path, levels: list[str]) -> pd.DataFrame
     missing = [c for c in [*levels, "split"] if c not in table.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {missing} (levels come from params.yaml 'levels')")
+    return table
+
+
+def read_test_table(prepared_dir: str | Path, levels: list[str]) -> pd.DataFrame:
+    """The test rows of ``<prepared>/table.parquet``, checked."""
+    path = Path(prepared_dir) / "table.parquet"
+    table = read_table(prepared_dir, levels)
     test = table[table["split"] == "test"]
     if test.empty:
         raise UserError(f"{path}: no rows with split == 'test' (check prepare.test_fraction)")

@@ -17,24 +17,14 @@ import pandas as pd
 import webdataset as wds
 from PIL import Image
 
-from ..errors import UserError
+from .. import plan
 from ..plan import NONE
 from ..shard import shard_urls
 
 
 def read_table(prepared_dir: str | Path, levels: list[str]) -> pd.DataFrame:
-    """``<prepared>/table.parquet``: the level columns and ``split``, checked (docs/architecture.md)."""
-    path = Path(prepared_dir) / "table.parquet"
-    if not path.exists():
-        raise UserError(f"{path}: not found (run the prepare stage first: dvc repro prepare)")
-    try:
-        table = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise UserError(f"{path}: cannot read as parquet ({type(exc).__name__}: {exc})") from None
-    missing = [c for c in [*levels, "split"] if c not in table.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {missing} (levels come from params.yaml 'levels')")
-    return table[[*levels, "split"]].astype(str)
+    """``<prepared>/table.parquet``: the level columns and ``split`` as text, checked (``plan.read_table``)."""
+    return plan.read_table(prepared_dir, levels)[[*levels, "split"]].astype(str)
 
 
 def taxon(names, levels: list[str]) -> dict:
