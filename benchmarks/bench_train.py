@@ -80,7 +80,7 @@ def reference_loop(params, base, lineages, images, steps: int, batch: int) -> fl
 
     levels = params.level_names
     torch.manual_seed(0)
-    cond = TaxonomyConditioner(ConditionerConfig(levels, base.text_hidden, 2, 8, 2048))
+    cond = TaxonomyConditioner(ConditionerConfig(levels, base.text_hidden, 2, 8, 2048, 0.1))
     add_lora(base.unet, 4, 4)
     cond.requires_grad_(False)
     cond.encoders[0].requires_grad_(True)
@@ -156,7 +156,7 @@ def bench_b() -> dict:
     base = load_base(section_from_dict("model", {**read_params_dict(REPO / "params.yaml")["model"],
                                                  "pretrained": str(REPO / "assets" / "tiny-base")}))
     add_lora(base.unet, 4, 4)
-    cond = TaxonomyConditioner(ConditionerConfig(list("abcde"), 64, 2, 4, 256))
+    cond = TaxonomyConditioner(ConditionerConfig(list("abcde"), 64, 2, 4, 256, 0.1))
     spec = TrainSpec(name="class", parent=None, cut_off=0, train_levels=(0,), train_lora=True, full_unet=False,
                      random_cut_off=False, prompt_only=False, lr=1e-3, steps=1)
     training.configure_trainable(base.unet, cond, spec)

@@ -29,7 +29,7 @@ INAT_LEVELS = ["kingdom", "phylum", "class", "order", "family", "genus", "specie
 # The official LoRA (docs/method.md §1.3): q/k/v/out of self- and cross-attention in all 16 blocks.
 LORA_KWARGS = dict(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v", "to_out.0"])
 # The official condition module per level (docs/method.md §1.2): 2 post-norm layers, d=768, 8 heads, FFN 2048.
-CONDITIONER_KWARGS = dict(width=768, num_layers=2, num_heads=8, ff_dim=2048)
+CONDITIONER_KWARGS = dict(width=768, num_layers=2, num_heads=8, ff_dim=2048, dropout=0.1)  # nn defaults
 
 MODELS = ["SD", "SD+LoRA", "SD+Full FT", "TaxaDiffusion"]
 # Table S1 as printed, in millions ("Model Size", "Trainable Parameters"). The TaxaDiffusion row is the

@@ -341,6 +341,7 @@ def _write_outputs(out_dir: Path, log_dir: Path, scratch: Path, config: LevelCon
     shutil.rmtree(log_dir, ignore_errors=True)
     if (scratch / "live").exists():
         shutil.copytree(scratch / "live", log_dir)
+    # The model first: run.json (the record that the run finished) only once the level folder is written.
+    write_level(out_dir, config, raw.unet, raw.conditioner)
     # timings differ run to run; weights/config do not. allow_nan=False: run.json is always valid JSON.
     write_text(log_dir / "run.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    write_level(out_dir, config, raw.unet, raw.conditioner)

@@ -211,3 +211,11 @@ def test_generation_paths_never_collide_for_hostile_names():
     for p in paths:
         for part in p.split("/"):
             assert part and not part.startswith(".") and len(part.encode()) <= 255, p
+
+
+def test_condition_heads_must_divide_the_width():
+    from taxadiffusion.models.conditioner import ConditionerConfig
+
+    with pytest.raises(UserError) as exc:
+        ConditionerConfig(levels=["a", "b"], width=64, num_layers=1, num_heads=3, ff_dim=32, dropout=0.1)
+    assert "model.cond_heads=3" in str(exc.value) and "64" in str(exc.value) and "\n" not in str(exc.value)

@@ -115,7 +115,8 @@ def test_frozen_parameters_untouched_in_a_step():
 
     base = load_base(tiny_model_config())
     add_lora(base.unet, 4, 4)
-    cond = TaxonomyConditioner(ConditionerConfig(levels=list("abcde"), width=64, num_layers=1, num_heads=4, ff_dim=32))
+    cond = TaxonomyConditioner(ConditionerConfig(levels=list("abcde"), width=64, num_layers=1, num_heads=4, ff_dim=32,
+                                                       dropout=0.1))
     spec = TrainSpec(name="c", parent="b", cut_off=2, train_levels=(2,), train_lora=False, full_unet=False,
                      random_cut_off=False, prompt_only=False, lr=1e-2, steps=1)
     configure_trainable(base.unet, cond, spec)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import SPECIES_TEXTS
+from ..errors import UserError
 from ..files import atomic_path, read_json, write_json
 
 AS_WRITTEN, EPITHET = SPECIES_TEXTS
@@ -25,12 +26,21 @@ SPECIES_KEY = "specific_epithet"  # the official code's key for the species leve
 
 @dataclass
 class ConditionerConfig:
+    """The condition module's shape: built from ``params.yaml`` ``model.cond_*`` (no defaults here) or read back
+    from a trained level's ``condition_config.json``."""
+
     levels: list
     width: int  # = text encoder hidden size
-    num_layers: int = 2
-    num_heads: int = 8
-    ff_dim: int = 2048
-    dropout: float = 0.1
+    num_layers: int  # model.cond_layers
+    num_heads: int  # model.cond_heads
+    ff_dim: int  # model.cond_ff
+    dropout: float  # model.cond_dropout
+
+    def __post_init__(self):
+        if self.num_heads < 1 or self.width % self.num_heads:
+            raise UserError(f"params.yaml model.cond_heads={self.num_heads}: must divide the text encoder's width "
+                            f"{self.width} (attention heads split it evenly), e.g. "
+                            f"{', '.join(str(h) for h in range(1, 17) if self.width % h == 0)}")
 
 
 class TaxonomyConditioner(nn.Module):
