@@ -136,7 +136,7 @@ def bench_a(resolution: int, batch: int, steps: int) -> dict:
                                      levels=params.level_names, seed=params.seed, parent_dir=None,
                                      out_dir=work / f"models{n}" / "class", shards=shards,
                                      latents_dir=work / "latents", scratch=work / f"scratch{n}",
-                                     log_dir=work / f"log{n}")
+                                     log_dir=work / f"log{n}", preview=None)  # the loop alone
             loops[n] = summary["seconds_this_run"]
             print(f"trainer: {n} steps, loop {loops[n]:.1f}s", flush=True)
         ours = steps * batch / (loops[steps + 1] - loops[1])

@@ -23,7 +23,8 @@ def main(args, params) -> None:
     spec = progressive_spec(params.train, levels, args.level)
     summary = train(params.train, spec, model_cfg=params.model, levels=levels, seed=params.seed,
                     parent_dir=args.parent, out_dir=args.out, shards=args.shards, latents_dir=args.latents,
-                    scratch=args.scratch, log_dir=args.log_dir, max_steps_this_run=args.max_steps_this_run)
+                    scratch=args.scratch, log_dir=args.log_dir, preview=params.preview,
+                    max_steps_this_run=args.max_steps_this_run)
     logging.info("train %s: %s", spec.name, summary)
 
 

@@ -44,7 +44,8 @@ def train_method(method: str, cfg: TrainConfig, *, model_cfg: ModelConfig, level
     spec = method_spec(cfg, levels, method)
     if spec is not None:
         train(cfg, spec, model_cfg=model_cfg, levels=levels, seed=seed, parent_dir=None, out_dir=out_dir,
-              shards=shards, latents_dir=latents_dir, scratch=scratch, log_dir=log_dir)
+              shards=shards, latents_dir=latents_dir, scratch=scratch, log_dir=log_dir,
+              preview=None)  # previews: the train@<level> stages only (README "Previews")
     elif method == "sd":  # the base model alone, prompted with the species name
         write_level(out_dir, LevelConfig.base_only(f"methods/{method}", model_cfg, levels, seed, cfg.species_text),
                     None, None)

@@ -34,6 +34,7 @@ from .config import NOISE_SCHEDULES, ModelConfig, TrainConfig
 from .device import on_cpu_only
 from .errors import UserError
 from .checkpoints import resume, save_checkpoint
+from .figures.preview import TrainingPreviews
 from .files import sha256_file, write_text
 from .latent_shards import LatentSource
 from .latents import latent_source
@@ -42,6 +43,7 @@ from .models.conditioner import CONDITION_FILE, lineage_texts, species_prompt
 from .models.level import TRAIN_CONFIG, LevelConfig, build_level_model, check_level_dir, write_level
 from .models.lora import LORA_FILE, lora_parameters
 from .models.text_cache import TextEmbeddingCache
+from .sections import PreviewConfig
 from .specs import TrainSpec
 from .trainlog import open_live
 
@@ -163,6 +165,8 @@ class Run:
     spec: TrainSpec
     levels: list
     seed: int
+    base: BaseModel  # its frozen parts (text encoder, VAE, scheduler config); the UNet is raw.unet
+    config: LevelConfig
     model: torch.nn.Module  # as prepared by accelerate (DDP-wrapped with several processes)
     raw: TrainModel
     opt: torch.optim.Optimizer
@@ -175,11 +179,13 @@ class Run:
 
 def train(cfg: TrainConfig, spec: TrainSpec, *, model_cfg: ModelConfig, levels: list[str], seed: int,
           parent_dir: str | Path | None, out_dir: str | Path, shards: str | Path, latents_dir: str | Path,
-          scratch: str | Path, log_dir: str | Path, max_steps_this_run: int | None = None) -> dict:
+          scratch: str | Path, log_dir: str | Path, preview: PreviewConfig | None,
+          max_steps_this_run: int | None = None) -> dict:
     """Train ``spec`` and write the level folder ``out_dir`` and its curves + ``run.json`` in ``log_dir``.
 
     ``parent_dir``: the trained level ``spec.parent`` starts from (unused when the spec has no parent:
     level 0 and the baselines start from the base model). ``scratch``: resumable step checkpoints.
+    ``preview``: sample grids during training (:mod:`taxadiffusion.figures.preview`), or None for none.
     The run's lr and steps are the spec's; ``cfg`` gives everything else. Returns a summary dict
     (``{"stopped_at": step}`` when ``max_steps_this_run`` stopped it first).
     """
@@ -198,7 +204,7 @@ def train(cfg: TrainConfig, spec: TrainSpec, *, model_cfg: ModelConfig, levels: 
     scratch = Path(scratch)
     fp = fingerprint(config, parent_dir)
     start_step = resume(scratch, fp, run)
-    summary = _loop(run, scratch, fp, start_step, max_steps_this_run)
+    summary = _loop(run, scratch, fp, start_step, max_steps_this_run, preview)
     if "stopped_at" in summary:
         return summary
     if accelerator.is_main_process:
@@ -237,7 +243,8 @@ def build_run(accelerator: Accelerator, cfg: TrainConfig, spec: TrainSpec, confi
     model, opt = accelerator.prepare(raw, opt)
     latents = latent_source(base, shards, latents_dir if config.model.preset == "sd15" else None)
     return Run(
-        accelerator=accelerator, cfg=cfg, spec=spec, levels=list(config.levels), seed=config.seed, model=model,
+        accelerator=accelerator, cfg=cfg, spec=spec, levels=list(config.levels), seed=config.seed, base=base,
+        config=config, model=model,
         raw=accelerator.unwrap_model(model), opt=opt, trainable=trainable, latents=latents,
         lineages=latents.lineages, cache=TextEmbeddingCache(base.text_encoder, base.tokenizer, device=device),
         scheduler=noise_scheduler(base, cfg.noise_schedule),
@@ -282,10 +289,13 @@ def _condition_inputs(run: Run, idx: np.ndarray, gen: torch.Generator) -> tuple[
     return run.cache.lineages(texts), cut
 
 
-def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run: int | None) -> dict:
-    """Steps ``start_step .. spec.steps``: log the loss, write step checkpoints, stop on a non-finite loss."""
+def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run: int | None,
+          preview: PreviewConfig | None) -> dict:
+    """Steps ``start_step .. spec.steps``: log the loss (and previews), write step checkpoints, stop on a
+    non-finite loss."""
     acc, cfg, spec = run.accelerator, run.cfg, run.spec
     live = open_live(scratch / "live", start_step, cfg.log_every) if acc.is_main_process else None
+    previews = _previews(run, preview) if live is not None else None
     bar = tqdm(total=spec.steps, initial=start_step, desc=f"train {spec.name}", disable=not acc.is_main_process)
     first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # first non-finite step; no host sync
     t0, last_loss, done = time.time(), None, 0
@@ -303,6 +313,8 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
                     live.log_metric("loss", last_loss)
                     live.log_metric("lr", spec.lr)
                     live.next_step()
+            if previews is not None:
+                previews.maybe_log(live, step + 1)  # no RNG of training is drawn from (figures/preview.py)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < spec.steps:
                 _stop_if_diverged(run, first_bad)  # a checkpoint never holds weights trained on a nan loss
                 save_checkpoint(scratch, fp, step + 1, run)
@@ -323,6 +335,15 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
     }
 
 
+def _previews(run: Run, preview: PreviewConfig | None) -> TrainingPreviews | None:
+    """Previews of a level being trained (none for the random-level ablation: no one level to show)."""
+    if preview is None or not preview.every or run.spec.random_cut_off:
+        return None
+    return TrainingPreviews(preview, base=run.base, unet=run.raw.unet, conditioner=run.raw.conditioner,
+                            cache=run.cache, config=run.config, lineages=run.lineages,
+                            cut_off=run.spec.cut_off, total_steps=run.spec.steps)
+
+
 def _stop_if_diverged(run: Run, first_bad: torch.Tensor) -> None:
     """A nan/inf loss on any rank stops every rank with the same one-line error (nothing is written)."""
     bad = run.accelerator.gather(first_bad.reshape(1))
@@ -341,6 +362,8 @@ def _write_outputs(out_dir: Path, log_dir: Path, scratch: Path, config: LevelCon
     shutil.rmtree(log_dir, ignore_errors=True)
     if (scratch / "live").exists():
         shutil.copytree(scratch / "live", log_dir)
+    # declared as a DVC plots out of train@<level>: present (maybe empty) even with preview.every 0
+    (log_dir / "plots" / "images").mkdir(parents=True, exist_ok=True)
     # The model first: run.json (the record that the run finished) only once the level folder is written.
     write_level(out_dir, config, raw.unet, raw.conditioner)
     # timings differ run to run; weights/config do not. allow_nan=False: run.json is always valid JSON.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,13 @@ def run_stage(script: str, *args: str, cwd: Path, check: bool = True, env: dict 
     return proc
 
 
+def free_port() -> int:
+    """A free TCP port for a multi-process run's rendezvous (tests run in parallel: never the default 29500)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def tiny_params(**overrides) -> dict:
     """params.yaml of the repo, shrunk for tests (few images, few steps), with absolute asset paths."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -41,6 +49,7 @@ def tiny_params(**overrides) -> dict:
     params["generate"].update(batch_size=8, images_per_species=1, images_per_species_capped=1)
     params["num_inference_steps"] = 3
     params["probe"].update(steps=20, batch_size=16)
+    params["preview"].update(taxa=2, per_taxon=1, steps=2)  # still drawn at every level's last step
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if name:

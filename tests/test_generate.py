@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, free_port
 from model_fixtures import LEVELS, TINY_BASE, lineage, make_level_dir, make_prepared
 from params_util import params_dict
 from taxadiffusion.config import params_from_dict
@@ -177,6 +176,21 @@ def test_same_bytes_for_batch_sizes_1_and_7(world, reference):
     assert images.keys() == ref.keys() and images != ref
 
 
+def test_top_level_seed_changes_every_image(world, reference):
+    """params.yaml `seed` (what `dvc exp run -S seed=1` sets) reaches every image: new noise for the same
+    taxon and index, and (in a class over the cap) possibly other taxa."""
+    _, ref = reference
+    params = params_from_dict({**gen_params(batch_size=7), "seed": 1})
+    out = world / "seed1"
+    _, images = generate_and_read(params, world / "models" / "species", world / "prepared", out)
+    same = sorted(set(images) & set(ref))
+    assert len(images) == len(ref) and [p for p in same if p.startswith("Reptilia/")] == \
+        [f"Reptilia/Lacerta viridis/{i:04d}.png" for i in range(4)]
+    assert all(images[p] != ref[p] for p in same), "an image did not change with the seed"
+    manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    assert manifest["seed"].astype(int).tolist()[-1] == image_seed(1, "/".join(ROWS[5][0].values()), 3)
+
+
 def test_genus_level_generation_and_grid_cli(world):
     out = world / "genus"
     summary, images = run(world, out, model="genus", target_level="genus", images_per_species=2)
@@ -271,12 +285,6 @@ def test_one_writer_per_output_folder(world, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the stage
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_stage_two_processes_killed_then_resumed(world, reference, tmp_path):

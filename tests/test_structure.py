@@ -85,3 +85,18 @@ def test_no_file_points_outside_the_repository():
             if pattern.search(line) and "docs/method.md" not in line and "(method.md" not in line:
                 hits.append(f"{name}:{i}: {line.strip()[:80]}")
     assert not hits, "references to files a clone does not have:\n" + "\n".join(hits)
+
+
+def test_train_stages_read_every_train_key_but_the_baseline_budget():
+    """train@<level> lists its `train` keys one by one (so `-S train.baseline_budget=paper` re-trains only the
+    comparison baselines): a new TrainConfig field must be added to dvc.yaml too."""
+    import dataclasses
+
+    import yaml
+
+    from taxadiffusion.config import TrainConfig
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    listed = {p.split(".", 1)[1] for p in stages["train"]["do"]["params"] if str(p).startswith("train.")}
+    assert listed == {f.name for f in dataclasses.fields(TrainConfig)} - {"baseline_budget"}
+    assert "train" in stages["method_train"]["do"]["params"]

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, run_stage, tiny_params, write_params
+from conftest import REPO, free_port, run_stage, tiny_params, write_params
 from model_fixtures import LEVELS, make_level_dir, tiny_model_config
 from params_util import make_params, section
 from taxadiffusion.errors import UserError
@@ -203,7 +203,7 @@ def test_two_process_ddp_on_cpu(data_workspace, tmp_path):
            "ACCELERATE_USE_CPU": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(REPO / "stages/train.py"), *_train_args("class")]
+           "--main_process_port", str(free_port()), str(REPO / "stages/train.py"), *_train_args("class")]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = _strict_json(work / "metrics/train/class/run.json")
@@ -212,11 +212,11 @@ def test_two_process_ddp_on_cpu(data_workspace, tmp_path):
 
 
 def test_kill_and_resume_gives_the_same_files(data_workspace, tmp_path):
-    steps = 30
-    straight = _workspace(data_workspace, tmp_path / "a", **{"train.steps": steps})
+    steps, every = 30, {"preview.every": 10}  # previews at steps 10, 20, 30: some before the kill, some after
+    straight = _workspace(data_workspace, tmp_path / "a", **{"train.steps": steps}, **every)
     run_stage("train.py", *_train_args("class"), cwd=straight)
 
-    work = _workspace(data_workspace, tmp_path / "b", **{"train.steps": steps})
+    work = _workspace(data_workspace, tmp_path / "b", **{"train.steps": steps}, **every)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, str(REPO / "stages/train.py"), *_train_args("class")], cwd=work, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -234,14 +234,20 @@ def test_kill_and_resume_gives_the_same_files(data_workspace, tmp_path):
         a = (straight / "models/class" / name).read_bytes()
         b = (work / "models/class" / name).read_bytes()
         assert a == b, f"{name} differs after kill + resume"
+    previews = "metrics/train/class/plots/images/preview"
+    drawn = {p.name: p.read_bytes() for p in sorted((straight / previews).glob("*.png"))}
+    assert list(drawn) == ["step-000010.png", "step-000020.png", "step-000030.png"]
+    assert {p.name: p.read_bytes() for p in sorted((work / previews).glob("*.png"))} == drawn, "previews differ"
 
 
 def test_corrupt_newest_checkpoint_is_skipped(data_workspace, tmp_path):
     """A truncated newest checkpoint is skipped with a log line; the run resumes from the one before and
-    ends with the files of an uninterrupted run."""
-    straight = _workspace(data_workspace, tmp_path / "a", **{"train.steps": 4})
+    ends with the files of an uninterrupted run. The uninterrupted run draws no previews, the resumed one one
+    per step: previews leave the weights untouched."""
+    straight = _workspace(data_workspace, tmp_path / "a", **{"train.steps": 4, "preview.every": 0})
     run_stage("train.py", *_train_args("class"), cwd=straight)
-    work = _workspace(data_workspace, tmp_path / "b", **{"train.steps": 4})
+    assert not any((straight / "metrics/train/class/plots/images").iterdir())  # declared to DVC: there, empty
+    work = _workspace(data_workspace, tmp_path / "b", **{"train.steps": 4, "preview.every": 1})
     run_stage("train.py", *_train_args("class"), "--max-steps-this-run", "3", cwd=work)
     ckpts = sorted((work / "scratch/train/class/checkpoints").glob("checkpoint-*.safetensors"))
     assert [p.name for p in ckpts] == ["checkpoint-00000002.safetensors", "checkpoint-00000003.safetensors"]
@@ -252,6 +258,7 @@ def test_corrupt_newest_checkpoint_is_skipped(data_workspace, tmp_path):
     assert "resuming from" in log and "checkpoint-00000002.safetensors (step 2)" in log, log[-2000:]
     for name in ("condition.safetensors", "pytorch_lora_weights.safetensors"):
         assert (straight / "models/class" / name).read_bytes() == (work / "models/class" / name).read_bytes(), name
+    assert len(list((work / "metrics/train/class/plots/images/preview").glob("step-*.png"))) == 4
 
 
 def test_checkpoint_detects_flipped_and_truncated_bytes(tmp_path):

@@ -1,11 +1,14 @@
 """Previews during training: a small fixed-seed grid of a few taxa of the level being trained.
 
-The training loop (main process only) calls, every ``preview.every`` steps and at the last step::
+The training loop (``training._loop``, main process only) builds one :class:`TrainingPreviews` per run and
+calls it after every step; every ``preview.every`` steps and at the last step it draws::
 
     taxa, seeds = preview_batch(run.lineages, levels, cut_off, seed, cfg.taxa, cfg.per_taxon)   # once
     image = preview_grid(TaxaModel(base, raw.conditioner, run.cache, levels, config), cut_off, taxa, seeds,
                          cfg.sampling, title=f"{level}, step {step}")
     live.log_image(preview_name(step), image)        # -> <log dir>/plots/images/preview/step-000050.png
+
+A resumed run draws the previews after its checkpoint again: the same weights, so the same bytes.
 
 The same taxa and seeds at every step, so the grids of one level show the same noise becoming the taxa.
 The modules are switched to eval mode for the preview (no dropout) and back to their own modes after it;
@@ -18,12 +21,16 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Iterator, Sequence
 
 import torch
 
 from ..config import SamplingConfig
+from ..models.conditioner import ModelLevels
+from ..models.level import LevelConfig
 from ..models.taxa import TaxaModel
+from ..sections import PreviewConfig
 from ..plan import NONE, image_seed, lineage_key
 from ..sampler import TaxaSampler
 from . import PREVIEW_DIR, layout
@@ -43,7 +50,9 @@ def preview_batch(lineages: Sequence[dict], levels: list[str], cut_off: int, see
     each: classes in name order take turns, each giving its taxa with most images first (ties: by name).
     Returns one lineage dict (finer levels ``NONE``) and one seed (``plan.image_seed``) per image."""
     names = levels[: cut_off + 1]
-    counts = Counter(tuple(str(lin[lv]) for lv in names) for lin in lineages)
+    # partial lineages (prepare.finest_required) name no taxon at the finer levels: never previewed
+    counts = Counter(tuple(str(lin[lv]) for lv in names) for lin in lineages
+                     if all(lin[lv] not in (None, NONE) for lv in names))
     by_class: dict[str, list[tuple]] = defaultdict(list)
     for taxon in counts:
         by_class[taxon[0]].append(taxon)
@@ -93,3 +102,29 @@ def preview_grid(model: TaxaModel, cut_off: int, lineages: Sequence[dict], seeds
     size = rows[0][1][0].width
     headers = [f"image {i + 1}" for i in range(per_row)]
     return layout.table(rows, headers, size, label_chars=max(12, math.ceil(size / 6)), title=title)
+
+
+class TrainingPreviews:
+    """The previews of one training run (module docstring): ``maybe_log(live, step)`` after every step."""
+
+    def __init__(self, cfg: PreviewConfig, *, base, unet, conditioner, cache, config: LevelConfig,
+                 lineages: Sequence[dict], cut_off: int, total_steps: int):
+        self.cfg, self.cut_off, self.total = cfg, int(cut_off), int(total_steps)
+        levels = ModelLevels(config.levels, config.species_text)
+        # the base's own frozen parts with the UNet being trained (its LoRA unmerged)
+        self.model = TaxaModel(replace(base, unet=unet), conditioner, cache, levels, config)
+        self.taxa, self.seeds = preview_batch(lineages, list(levels), self.cut_off, config.seed, cfg.taxa,
+                                              cfg.per_taxon)
+        self.title = config.level
+
+    def due(self, step: int) -> bool:
+        """After ``step`` optimiser steps: every ``preview.every`` steps and at the last (0: never)."""
+        every = self.cfg.every
+        return bool(every and self.taxa) and (step % every == 0 or step == self.total)
+
+    def maybe_log(self, live, step: int) -> None:
+        if not self.due(step):
+            return
+        image = preview_grid(self.model, self.cut_off, self.taxa, self.seeds, self.cfg.sampling,
+                             title=f"{self.title}, step {step}")
+        live.log_image(preview_name(step), image)
