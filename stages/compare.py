@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.methods import compare
+from taxadiffusion.comparison import compare
 
 
 def main(args, params) -> None:

@@ -13,6 +13,9 @@ from .config import TrainConfig
 from .errors import UserError
 
 
+METHOD_FILE = "method.json"  # what a method samples from and how long it trained (copied next to its metrics)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainSpec:
     """What one training run updates and how it conditions (progressive level, or a baseline/ablation)."""

@@ -169,7 +169,8 @@ def test_baseline_budget_equal_or_the_papers():
 
 
 def test_methods_table_says_which_budget_trained_the_baselines(tmp_path):
-    from taxadiffusion.methods import METHOD_FILE, SamplePaths, compare, sample_method, train_method
+    from taxadiffusion.comparison import compare
+    from taxadiffusion.methods import METHOD_FILE, SamplePaths, sample_method, train_method
 
     methods = tmp_path / "metrics" / "methods"
     cfg = section("train", {"baseline_budget": "paper"})
