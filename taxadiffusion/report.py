@@ -20,7 +20,7 @@ from .errors import UserError
 from .figures import FIGURE_FILES, FIGURES_FILE, PREVIEW_GLOB
 from .figures.charts import bar_chart, curves_chart, level_accuracy_chart, read_curve
 from .files import read_json, write_text
-from .metrics.tables import DAGGER, _fmt, class_table, level_table
+from .metrics.tables import DAGGER, RARITY_NOTE, _fmt, class_table, level_table, rarity_table
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222;line-height:1.4}
@@ -156,17 +156,22 @@ def _levels(summary: dict, levels: list[str]) -> str:
     return _html_table(level_table(summary, levels)) + chart
 
 
-def _overall(summary: dict) -> str:
+def _overall(summary: dict, levels: list[str]) -> str:
     rows = []
     for name, values in summary["overall"].items():
         for key, value in values.items():
-            if value == {}:
+            if value == {} or key == "acc_by_rarity":  # that one is its own table, below
                 continue
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {_fmt('Acc', v)}" for k, v in value.items())
             rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(key)}</td>"
                         f"<td>{html.escape(_fmt(key, value))}</td></tr>")
-    return "<table><tr><th>backbone</th><th>metric</th><th>value</th></tr>" + "".join(rows) + "</table>"
+    table = "<table><tr><th>backbone</th><th>metric</th><th>value</th></tr>" + "".join(rows) + "</table>"
+    rarity = rarity_table(summary, levels)
+    if rarity.empty:
+        return table
+    return (table + "<h3>Probe accuracy by species rarity</h3>" + _html_table(rarity)
+            + f"<p class='note'>{html.escape(RARITY_NOTE.strip())}</p>")
 
 
 def _training(train_dir: Path | None, levels: list[str]) -> str:
@@ -297,7 +302,7 @@ def build_report(metrics_dir: str | Path = "metrics", out: str | Path = "reports
     prep = Path(prepared_report) if prepared_report is not None else None
     body = {
         "summary": _summary(summary, run, read_json(prep) if prep is not None and prep.is_file() else None),
-        "classes": _classes(summary, levels), "levels": _levels(summary, levels), "overall": _overall(summary),
+        "classes": _classes(summary, levels), "levels": _levels(summary, levels), "overall": _overall(summary, levels),
         "training": _training(train_dir, levels), "previews": _previews(train_dir, levels),
         "fig-s2": _supplement_figure(figures_dir, "s2"), "fig-s5": _supplement_figure(figures_dir, "s5"),
         "fig-s6": _supplement_figure(figures_dir, "s6"), "sweep": _sweep(metrics_dir),

@@ -117,7 +117,7 @@ def test_report_with_every_part(tmp_path):
     body = sections(html)
     assert list(body) == [sid for sid, _ in SECTIONS]
     notes = {sid: text for sid, text in body.items() if "class='note'" in text and sid not in
-             ("classes", "previews", "methods", "samples")}  # those carry explanatory notes
+             ("classes", "overall", "previews", "methods", "samples")}  # those carry explanatory notes
     assert not notes, notes
     for text in ("Trained</b>: TaxaDiffusion", "class → order → family → genus → species",
                  "95 of 100 annotation rows", "How to read the numbers", "Paper counterpart: supplement Fig. S2", "cosine 0.12 / euclidean 0.05",
@@ -130,6 +130,10 @@ def test_report_with_every_part(tmp_path):
     for b64 in images:
         Image.open(io.BytesIO(base64.b64decode(b64))).verify()
     assert "src='http" not in html and "<script" not in html  # offline, no scripts
+    # the accuracy by rarity is a table of its own, not a dict printed into the overall table
+    overall = body["overall"]
+    assert "Probe accuracy by species rarity" in overall and "Training images per species" in overall
+    assert "train_images" not in overall and "{" not in overall
 
 
 def test_report_stage_without_optional_parts_notes_them(tmp_path):
