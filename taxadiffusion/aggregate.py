@@ -89,12 +89,15 @@ def _method_metrics(method: str, rev: str, data: dict, read: Reader) -> tuple[Op
     return None, f"no {path}" + (f" or {CLASSES_ALL}" if method == MAIN_METHOD else "")
 
 
-def _setting_key(params: dict) -> tuple:
-    flat = {k: v for k, v in flatten(params).items() if k != SEED}
+def _setting_key(params: dict, ignore: tuple = ()) -> tuple:
+    """The params without ``seed`` and the ``ignore``d keys (a key and everything under it: ``train`` drops
+    ``train.steps`` too)."""
+    dropped = (SEED, *ignore)
+    flat = {k: v for k, v in flatten(params).items() if not any(k == d or k.startswith(d + ".") for d in dropped)}
     return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in flat.items()))
 
 
-def _experiments(doc: list, include_workspace: bool, skipped: Counter) -> list[dict]:
+def _experiments(doc: list, include_workspace: bool, skipped: Counter, ignore: tuple = ()) -> list[dict]:
     """Usable revisions, one per (setting, seed): experiments before baseline commits, then in document order."""
     found = []
     for entry, kind, executor, _ in revisions(doc, include_workspace):
@@ -111,7 +114,7 @@ def _experiments(doc: list, include_workspace: bool, skipped: Counter) -> list[d
             skipped[f"{CLASSES_ALL} computed at another scale"] += 1
             continue
         found.append({"experiment": revision_name(entry, kind), "rev": str(entry.get("rev") or ""), "kind": kind,
-                      "seed": seed, "params": params, "setting": _setting_key(params), "data": data})
+                      "seed": seed, "params": params, "setting": _setting_key(params, ignore), "data": data})
     found.sort(key=lambda e: e["kind"] != "experiment")  # stable: document order within each kind
     kept, seen = [], set()
     for exp in found:
@@ -123,12 +126,14 @@ def _experiments(doc: list, include_workspace: bool, skipped: Counter) -> list[d
     return kept
 
 
-def collect(doc: list, read: Reader, include_workspace: bool = False) -> tuple[list[dict], Counter]:
-    """One record per (experiment, method): experiment, rev, kind, seed, setting (the params without seed as a
-    hashable key), params, method and ``metrics`` (the aggregated numbers, flat). Returns ``(records, skipped)``."""
+def collect(doc: list, read: Reader, include_workspace: bool = False, ignore: tuple = ()) -> tuple[list[dict], Counter]:
+    """One record per (experiment, method): experiment, rev, kind, seed, setting (the params without seed and
+    ``ignore`` as a hashable key), params, method and ``metrics`` (the aggregated numbers, flat). Returns
+    ``(records, skipped)``. ``ignore=("methods",)`` pools experiments that ran different method lists: each
+    method's n is then the number of seeds it ran in."""
     skipped: Counter = Counter()
     records = []
-    for exp in _experiments(doc, include_workspace, skipped):
+    for exp in _experiments(doc, include_workspace, skipped, tuple(ignore)):
         listed = exp["params"].get("methods")
         listed = [str(m) for m in listed] if isinstance(listed, list) else []
         for method in [MAIN_METHOD] + [m for m in listed if m != MAIN_METHOD]:  # the main pipeline always ran
@@ -273,13 +278,13 @@ def to_markdown(table: pd.DataFrame, skipped: Counter) -> str:
 
 
 def run(out: str | Path, json_file=None, all_commits: bool = False, include_workspace: bool = False,
-        cwd: str | Path = ".", read: Optional[Reader] = None) -> tuple[pd.DataFrame, Counter]:
+        cwd: str | Path = ".", read: Optional[Reader] = None, ignore: tuple = ()) -> tuple[pd.DataFrame, Counter]:
     """Collect, aggregate, write ``out`` (.md) and the CSV next to it (or the other way round)."""
     out = Path(out)
     if out.suffix.lower() not in (".md", ".csv"):
         raise UserError(f"--out {out}: use a .md or .csv file name (the other one is written next to it)")
     doc = exp_show(json_file, all_commits, cwd)
-    records, skipped = collect(doc, read or git_reader(cwd), include_workspace)
+    records, skipped = collect(doc, read or git_reader(cwd), include_workspace, ignore)
     table = aggregate(records)
     with atomic_path(out.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
@@ -299,10 +304,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--json", default=None, help="read this `dvc exp show --json` file instead of running dvc")
     parser.add_argument("--all-commits", action="store_true", help="experiments of all commits, not only HEAD's")
     parser.add_argument("--include-workspace", action="store_true", help="also the (uncommitted) workspace row")
+    parser.add_argument("--ignore", action="append", default=[], metavar="PARAM",
+                        help="a param (and its sub-keys) that does not separate settings, e.g. `--ignore methods` "
+                             "to pool experiments that ran different method lists; repeatable")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        run(args.out, args.json, args.all_commits, args.include_workspace)
+        run(args.out, args.json, args.all_commits, args.include_workspace, ignore=tuple(args.ignore))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from taxadiffusion.aggregate import aggregate, collect, git_reader, main, run, setting_labels
+from taxadiffusion.aggregate import _setting_key, aggregate, collect, git_reader, main, run, setting_labels
 from taxadiffusion.errors import UserError
 
 LEVELS = ("class", "species")
@@ -163,6 +163,26 @@ def test_other_params_make_other_settings(tmp_path):
     assert sorted(set(labels.values())) == ['methods=["taxadiffusion", "lora"]; train.steps=150',
                                             'methods=["taxadiffusion", "lora"]; train.steps=300',
                                             'methods=["taxadiffusion"]; train.steps=150']
+
+
+def test_ignored_params_pool_settings_and_each_method_counts_its_own_seeds(tmp_path):
+    """`--ignore methods`: a seed that ran fewer methods joins the others' setting; each method's n is the
+    number of seeds it ran in (the study: all seven methods at seed 0, five at seeds 1 and 2)."""
+    doc = exp_show_doc()
+    doc[1]["experiments"] = doc[1]["experiments"][:3]  # setting A, seeds 0, 1, 2 (and the baseline, seed 0)
+    doc[1]["experiments"][2]["revs"][0]["data"]["params"]["params.yaml"]["data"]["methods"] = ["taxadiffusion"]
+    records, skipped = collect(doc, _reader(files_at_revs()))
+    assert len(set(setting_labels(records)[0].values())) == 2  # without --ignore: two settings
+    records, pooled_skips = collect(doc, _reader(files_at_revs()), ignore=("methods",))
+    assert pooled_skips == skipped  # pooling drops nothing
+    labels, varying = setting_labels(records)
+    assert varying == [] and len(set(labels.values())) == 1
+    seeds = {m: sorted(r["seed"] for r in records if r["method"] == m) for m in {r["method"] for r in records}}
+    assert seeds == {"taxadiffusion": [0, 1, 2], "lora": [0, 1]}
+    table = aggregate(records)
+    n = table.query("method == 'lora'")["n"]
+    assert len(n) and (n == 2).all()
+    assert _setting_key({"seed": 1, "train": {"steps": 3}, "x": 1}, ("train",)) == (("x", "1"),)
 
 
 def test_settings_sort_numerically_and_the_main_pipeline_always_counts():
