@@ -17,6 +17,10 @@ Markdown table (one row per setting and method, plus the probe accuracy by rarit
 metrics of the workspace they were queued from), queued or running ones, ones without params or metrics, metrics
 drawn at another guidance scale, a method's missing summary, and a second experiment with the same params and
 seed (the experiment is kept over the baseline commit).
+
+Experiments live in the ``refs/exps`` of the repository that ran them, which a clone does not carry: keep what was
+read with ``--save-snapshot DIR`` (the exp show document and the summaries, :mod:`taxadiffusion.snapshot`) and
+re-derive the tables anywhere with ``--snapshot DIR`` (the study in docs/results.md: ``--snapshot docs/study``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from .expshow import as_float, drawn_at_other_scale, exp_show, file_data, flatte
 from .files import atomic_path, write_text
 from .metrics.tables import _fmt
 from .names import markdown_cell
+from . import snapshot
 
 log = logging.getLogger(__name__)
 
@@ -278,13 +283,25 @@ def to_markdown(table: pd.DataFrame, skipped: Counter) -> str:
 
 
 def run(out: str | Path, json_file=None, all_commits: bool = False, include_workspace: bool = False,
-        cwd: str | Path = ".", read: Optional[Reader] = None, ignore: tuple = ()) -> tuple[pd.DataFrame, Counter]:
-    """Collect, aggregate, write ``out`` (.md) and the CSV next to it (or the other way round)."""
+        cwd: str | Path = ".", read: Optional[Reader] = None, ignore: tuple = (),
+        from_snapshot: str | Path | None = None, save_snapshot: str | Path | None = None) -> tuple[pd.DataFrame, Counter]:
+    """Collect, aggregate, write ``out`` (.md) and the CSV next to it (or the other way round).
+
+    ``from_snapshot``: read the experiments from a snapshot folder (:mod:`taxadiffusion.snapshot`) instead of
+    dvc and git; ``save_snapshot``: also write what was read into a snapshot folder."""
     out = Path(out)
     if out.suffix.lower() not in (".md", ".csv"):
         raise UserError(f"--out {out}: use a .md or .csv file name (the other one is written next to it)")
+    if from_snapshot is not None:
+        if json_file is not None:
+            raise UserError("--snapshot and --json both name the `dvc exp show` document; give one")
+        json_file, read = snapshot.exp_show_file(from_snapshot), snapshot.reader(from_snapshot)
     doc = exp_show(json_file, all_commits, cwd)
-    records, skipped = collect(doc, read or git_reader(cwd), include_workspace, ignore)
+    reader = snapshot.RecordingReader(read or git_reader(cwd))
+    records, skipped = collect(doc, reader, include_workspace, ignore)
+    if save_snapshot is not None:
+        kept = snapshot.save(save_snapshot, doc, reader.found)
+        log.info("aggregate: snapshot of %d revision file(s) in %s", kept, save_snapshot)
     table = aggregate(records)
     with atomic_path(out.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
@@ -307,10 +324,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--ignore", action="append", default=[], metavar="PARAM",
                         help="a param (and its sub-keys) that does not separate settings, e.g. `--ignore methods` "
                              "to pool experiments that ran different method lists; repeatable")
+    parser.add_argument("--save-snapshot", default=None, metavar="DIR",
+                        help="also keep what was read (the exp show document, each summary read at a commit) in DIR, "
+                             "so the tables can be re-derived without the experiments (taxadiffusion/snapshot.py)")
+    parser.add_argument("--snapshot", default=None, metavar="DIR",
+                        help="read a folder written by --save-snapshot instead of running dvc and git")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        run(args.out, args.json, args.all_commits, args.include_workspace, ignore=tuple(args.ignore))
+        run(args.out, args.json, args.all_commits, args.include_workspace, ignore=tuple(args.ignore),
+            from_snapshot=args.snapshot, save_snapshot=args.save_snapshot)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -259,3 +259,30 @@ def test_cli_reads_the_summaries_at_each_experiments_commit(tmp_path):
     md = (repo / "metrics" / "seeds.md").read_text()
     assert "## Probe accuracy of generated images by rarity" in md and "| (one setting) | lora | 2 | 0, 1 | 6.00 ± 1.41 |" in md
     assert "every setting has one seed" not in proc.stderr and "Skipped: none." in md
+
+
+def test_a_snapshot_gives_the_same_tables_without_dvc_or_git(tmp_path):
+    """--save-snapshot keeps what was read (exp show document, each summary at its commit); --snapshot re-derives
+    the same tables from those files alone, in a folder that is no repository."""
+    doc = exp_show_doc()
+    doc[1]["data"]["deps"] = {"data/shards": {"hash": "md5", "md5": "x" * 32}}  # dropped from the snapshot
+    (tmp_path / "exp.json").write_text(json.dumps(doc))
+    files = files_at_revs()
+    direct, skipped = run(tmp_path / "a" / "seeds.md", tmp_path / "exp.json", read=_reader(files),
+                          save_snapshot=tmp_path / "snap")
+    kept = sorted(p.relative_to(tmp_path / "snap" / "files").as_posix()
+                  for p in (tmp_path / "snap" / "files").rglob("*.json"))
+    assert kept == sorted(f"{rev}/{path}" for rev, path in files if rev != _rev(20) or path.endswith("lora/summary.json"))
+    saved = json.loads((tmp_path / "snap" / "exp_show.json").read_text())
+    assert "deps" not in saved[1]["data"] and saved[1]["experiments"][0]["revs"][0]["data"]["params"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again, skipped_again = run(elsewhere / "seeds.md", from_snapshot=tmp_path / "snap", cwd=elsewhere,
+                               read=lambda rev, path: pytest.fail("read outside the snapshot"))
+    pd.testing.assert_frame_equal(direct, again)
+    assert skipped == skipped_again
+    assert (tmp_path / "a" / "seeds.md").read_text() == (elsewhere / "seeds.md").read_text()
+    with pytest.raises(UserError, match="give one"):
+        run(elsewhere / "x.md", tmp_path / "exp.json", from_snapshot=tmp_path / "snap")
+    with pytest.raises(UserError, match=r"nowhere/exp_show.json: not found; --snapshot takes a folder"):
+        run(elsewhere / "x.md", from_snapshot=tmp_path / "nowhere")
