@@ -21,20 +21,24 @@ TINY = REPO / "assets" / "tiny-base"
 RESOLUTION = 32  # = unet.sample_size (4) x the VAE's 2 ** (4 blocks - 1)
 
 
-def make_mini_sd15(folder: str | Path, seed: int = 0) -> Path:
-    """Write the miniature SD1.5 folder (module docstring) and return it."""
+def make_mini_sd15(folder: str | Path, seed: int = 0, resolution: int = RESOLUTION,
+                   vae_channels: tuple = (8, 16, 16, 16), vae_groups: int = 8) -> Path:
+    """Write the miniature SD1.5 folder (module docstring) and return it. ``vae_channels``: one VAE block per
+    entry (each after the first halves the size), so the latents are ``resolution / 2 ** (len - 1)`` px."""
     folder = Path(folder)
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel.from_pretrained(TINY, subfolder="text_encoder")  # hidden 64, 32 tokens
+    blocks = len(vae_channels)
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8,
-        sample_size=RESOLUTION, scaling_factor=0.18215,
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(vae_channels), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+        norm_num_groups=vae_groups, sample_size=resolution, scaling_factor=0.18215,
     )
     unet = UNet2DConditionModel(
-        sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=text_encoder.config.hidden_size, attention_head_dim=8, norm_num_groups=32,
+        sample_size=resolution // 2 ** (blocks - 1), in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=text_encoder.config.hidden_size,
+        attention_head_dim=8, norm_num_groups=32,
     )
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(TINY, subfolder="tokenizer"),

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from diffusers import StableDiffusionPipeline
 
 from params_util import make_params, section
+from sd15_fixture import make_mini_sd15
 from taxadiffusion.draw import draw_grid
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.level import LevelConfig, build_level_model, write_level
@@ -27,7 +27,6 @@ from taxadiffusion.plan import image_seed, lineage_key
 from taxadiffusion.specs import progressive_spec
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "assets" / "tiny-base"
 LEVELS = ["class", "order", "family", "genus", "species"]
 LINEAGE = ["Actinopteri", "Perciformes/Scorpaenoidei", "Scorpaenidae", "Scorpaenopsis", "Scorpaenopsis obtusa"]
 RESOLUTION = 16  # 8 x 8 latents, a VAE with one 2x downsampling
@@ -35,25 +34,7 @@ RESOLUTION = 16  # 8 x 8 latents, a VAE with one 2x downsampling
 
 def make_mini_sd(folder: Path, seed: int = 0) -> Path:
     """A miniature SD1.5-layout pipeline folder (random weights, seeded), written by ``save_pretrained``."""
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel.from_pretrained(TINY, subfolder="text_encoder")  # hidden 64, 32 tokens
-    unet = UNet2DConditionModel(
-        sample_size=RESOLUTION // 2, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=text_encoder.config.hidden_size, attention_head_dim=8, norm_num_groups=32,
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32,
-        sample_size=RESOLUTION, scaling_factor=0.18215,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(TINY, subfolder="tokenizer"),
-        unet=unet, scheduler=PNDMScheduler.from_pretrained(REPO / "assets" / "sd15", subfolder="scheduler"),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder)
-    return folder
+    return make_mini_sd15(folder, seed, resolution=RESOLUTION, vae_channels=(32, 32), vae_groups=32)
 
 
 def mini_model_config(folder: Path):
