@@ -13,7 +13,9 @@ removed: experiments with equal other params are seeds of one setting. Per exper
 split there); every other method of ``params.methods`` from ``metrics/methods/<m>/summary.json`` at its commit
 (``git show``: they are ``cache: false`` outputs, which ``dvc exp run`` commits). Per setting, method and metric
 it writes the mean, the sample standard deviation (n - 1; none for n = 1) and n: a CSV (one row per metric) and a
-Markdown table (one row per setting and method, plus the probe accuracy by rarity). Skipped and counted: failed experiments (dvc keeps the
+Markdown table (one row per setting and method, plus the probe accuracy by rarity). Per setting, method and
+seed it also takes each method's difference to ``taxadiffusion`` in the same experiment (paired: same split, probe
+and noise seeds), mean ± sd over seeds, in the Markdown and in ``<out>_paired.csv``. Skipped and counted: failed experiments (dvc keeps the
 metrics of the workspace they were queued from), queued or running ones, ones without params or metrics, metrics
 drawn at another guidance scale, a method's missing summary, and a second experiment with the same params and
 seed (the experiment is kept over the baseline commit).
@@ -230,6 +232,40 @@ def aggregate(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def paired(records: list[dict], reference: str = MAIN_METHOD) -> pd.DataFrame:
+    """Per setting, method and metric: the method's number minus ``reference``'s in the same experiment (same
+    seed: the same split, probe and noise seeds), mean ± sd and n over the seeds where both have it. The
+    seed-to-seed spread of a metric is mostly shared by the methods of one seed, so a paired difference
+    separates two methods with fewer seeds than their two means ± sd do. Counts (``n_images``) are left out."""
+    labels, varying = setting_labels(records)
+    order = _metric_order(records)
+    runs: dict[tuple, dict[str, dict]] = {}
+    for r in sorted(records, key=lambda r: _setting_order(r["setting"], varying)):
+        runs.setdefault((r["setting"], r["seed"]), {})[r["method"]] = r["metrics"]
+    diffs: dict[tuple, dict[str, list]] = {}
+    for (setting, seed), methods in runs.items():
+        ref = methods.get(reference)
+        for method, metrics in methods.items():
+            if ref is None or method == reference:
+                continue
+            per_metric = diffs.setdefault((setting, method), {})
+            for key, value in metrics.items():
+                if value is not None and ref.get(key) is not None and not key.endswith(("n_images", "n_species")):
+                    per_metric.setdefault(key, []).append((seed, value - ref[key]))
+    rows = []
+    for (setting, method), per_metric in diffs.items():
+        values = dict(setting)
+        for key in (k for k in order if k in per_metric):
+            pairs = per_metric[key]
+            parts = (HEADLINE.match(key) or RARITY.match(key)).groupdict()
+            rows.append({"setting": labels[setting], **{k: _shown(values.get(k)) for k in varying}, "method": method,
+                         "vs": reference, "metric": key, "bucket": parts.get("bucket") or "",
+                         "level": parts.get("level") or "", **_stats([v for _, v in pairs]),
+                         "seeds": " ".join(str(s) for s in sorted(seed for seed, _ in pairs))})
+    columns = ["setting", *varying, "method", "vs", "metric", "bucket", "level", "mean", "sd", "n", "seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def _column(metric: str) -> str:
     """The Markdown column of a metric (a rarity bucket is a row, so it is not part of the column)."""
     head = HEADLINE.match(metric)
@@ -250,10 +286,10 @@ def _cell(row: pd.Series, column: str, n_row: int) -> str:
     return f"{_number(column, float(row['mean']))}{sd}{extra}"
 
 
-def _markdown_table(table: pd.DataFrame, rarity: bool) -> str:
+def _markdown_table(table: pd.DataFrame, rarity: bool, prefix: str = "") -> str:
     """One Markdown row per setting and method (and rarity bucket): ``mean ± sd`` per metric."""
     sub = table[table["metric"].map(lambda m: bool(RARITY.match(m))) == rarity]
-    sub = sub.assign(column=sub["metric"].map(_column))
+    sub = sub.assign(column=sub["metric"].map(lambda m: prefix + _column(m)))
     cols = list(dict.fromkeys(sub["column"]))
     by = ["setting", "method"] + (["bucket"] if rarity else [])
     head = by[:2] + (["training images per species"] if rarity else []) + ["n", "seeds"] + cols
@@ -266,17 +302,27 @@ def _markdown_table(table: pd.DataFrame, rarity: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(table: pd.DataFrame, skipped: Counter) -> str:
+def to_markdown(table: pd.DataFrame, skipped: Counter, diffs: Optional[pd.DataFrame] = None) -> str:
+    has_rarity = table["metric"].map(lambda m: bool(RARITY.match(m))).any()
     text = ["# Mean ± sd over seeds\n",
             "Experiments of `dvc exp show` grouped by their params without `seed` (a *setting*; only the params that "
             "differ between settings are named). mean ± sample standard deviation (n - 1) over the n seeds; "
             "(n=k): only k of them have that number.\n",
             _markdown_table(table, rarity=False)]
-    if table["metric"].map(lambda m: bool(RARITY.match(m))).any():
+    if has_rarity:
         text += ["\n## Probe accuracy of generated images by rarity\n",
                  "Buckets by the number of training images of the species each image was drawn for "
                  "(evaluate: `overall.probe.acc_by_rarity`).\n",
                  _markdown_table(table, rarity=True)]
+    if diffs is not None and len(diffs):
+        ref = diffs["vs"].iloc[0]
+        text += [f"\n## Paired differences against {ref}\n",
+                 f"Each method's number minus {ref}'s in the same experiment (the same seed: split, probe and noise "
+                 "seeds), mean ± sd over the seeds both ran. Negative Δ FID / Δ 1-cos and positive Δ acc favour the "
+                 f"method over {ref}.\n",
+                 _markdown_table(diffs, rarity=False, prefix="Δ ")]
+        if diffs["metric"].map(lambda m: bool(RARITY.match(m))).any():
+            text += ["\n### By rarity\n", _markdown_table(diffs, rarity=True, prefix="Δ ")]
     gone = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "none"
     text.append(f"\nSkipped: {gone}.\n")
     return "\n".join(text)
@@ -302,10 +348,12 @@ def run(out: str | Path, json_file=None, all_commits: bool = False, include_work
     if save_snapshot is not None:
         kept = snapshot.save(save_snapshot, doc, reader.found)
         log.info("aggregate: snapshot of %d revision file(s) in %s", kept, save_snapshot)
-    table = aggregate(records)
+    table, diffs = aggregate(records), paired(records)
     with atomic_path(out.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
-    write_text(out.with_suffix(".md"), to_markdown(table, skipped))
+    with atomic_path(out.with_name(out.stem + "_paired.csv")) as tmp:
+        diffs.to_csv(tmp, index=False)
+    write_text(out.with_suffix(".md"), to_markdown(table, skipped, diffs))
     sizes = Counter((r["setting"], r["seed"]) for r in records)
     if len({s for s, _ in sizes}) == len(sizes):
         log.warning("aggregate: every setting has one seed; run e.g. `dvc exp run --queue -S seed=0,1,2`")

@@ -286,3 +286,23 @@ def test_a_snapshot_gives_the_same_tables_without_dvc_or_git(tmp_path):
         run(elsewhere / "x.md", tmp_path / "exp.json", from_snapshot=tmp_path / "snap")
     with pytest.raises(UserError, match=r"nowhere/exp_show.json: not found; --snapshot takes a folder"):
         run(elsewhere / "x.md", from_snapshot=tmp_path / "nowhere")
+
+
+def test_paired_differences_take_each_seed_against_the_main_pipeline_of_the_same_experiment(tmp_path):
+    """lora minus taxadiffusion per experiment: a-s0 (5 - 10 = -5; a-s0 has no main summary, so its all.json),
+    a-s1 (7 - 12 = -5); a-s2 has no lora summary. Setting B: 8 - 20 and 8 - 30."""
+    doc = tmp_path / "exp.json"
+    doc.write_text(json.dumps(exp_show_doc()))
+    run(tmp_path / "seeds.md", json_file=doc, read=_reader(files_at_revs()))
+    diffs = pd.read_csv(tmp_path / "seeds_paired.csv")
+    assert set(diffs.method) == {"lora"} and set(diffs.vs) == {"taxadiffusion"}
+    fid = diffs[(diffs.setting == "guidance_scale=2") & (diffs.metric == "probe.fid")].iloc[0]
+    assert (fid["mean"], fid["sd"], fid["n"], fid["seeds"]) == (-5.0, 0.0, 2, "0 1")
+    acc = diffs[(diffs.setting == "guidance_scale=2") & (diffs.metric == "probe.acc.species")].iloc[0]
+    assert math.isclose(acc["mean"], 0.45) and math.isclose(acc["sd"], math.sqrt(0.005))  # 0.5 - 0.1, 0.7 - 0.2
+    b = diffs[(diffs.setting == "guidance_scale=6") & (diffs.metric == "probe.fid")].iloc[0]
+    assert (b["mean"], b["n"]) == (-17.0, 2) and math.isclose(b["sd"], math.sqrt(50))
+    assert not diffs.metric.str.endswith(("n_images", "n_species")).any()
+    md = (tmp_path / "seeds.md").read_text()
+    assert "## Paired differences against taxadiffusion" in md
+    assert "| guidance_scale=2 | lora | 2 | 0, 1 | -5.00 ± 0.00 |" in md and "Δ FID (probe)" in md
