@@ -289,10 +289,10 @@ def _cell(row: pd.Series, column: str, n_row: int) -> str:
 def _markdown_table(table: pd.DataFrame, rarity: bool, prefix: str = "") -> str:
     """One Markdown row per setting and method (and rarity bucket): ``mean ± sd`` per metric."""
     sub = table[table["metric"].map(lambda m: bool(RARITY.match(m))) == rarity]
-    sub = sub.assign(column=sub["metric"].map(lambda m: prefix + _column(m)))
+    sub = sub.assign(column=sub["metric"].map(_column))
     cols = list(dict.fromkeys(sub["column"]))
     by = ["setting", "method"] + (["bucket"] if rarity else [])
-    head = by[:2] + (["training images per species"] if rarity else []) + ["n", "seeds"] + cols
+    head = by[:2] + (["training images per species"] if rarity else []) + ["n", "seeds"] + [prefix + c for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for group, rows in sub.groupby(by, sort=False):
         seeds = sorted({int(s) for text in rows["seeds"] for s in text.split()})
