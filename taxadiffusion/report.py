@@ -160,7 +160,7 @@ def _overall(summary: dict, levels: list[str]) -> str:
     rows = []
     for name, values in summary["overall"].items():
         for key, value in values.items():
-            if value == {} or key == "acc_by_rarity":  # that one is its own table, below
+            if value == {} or key in ("acc_by_rarity", "real_acc_by_rarity"):  # their own table, below
                 continue
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {_fmt('Acc', v)}" for k, v in value.items())

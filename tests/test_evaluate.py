@@ -77,6 +77,13 @@ def test_evaluate_stage_cli(world, tmp_path):
     assert table["Training images per species"].tolist() == ["1-2", "3-5", "6-20", ">20"]
     assert table.columns.tolist()[:3] == ["Training images per species", "# species", "# generated images"]
     assert "| 6-20 | 5 | 20 | 1.000 |" in (out / "rarity_metrics.md").read_text()
+    # the ceiling: the same probe on the real test images, split the same way
+    real_rarity = summary["overall"]["probe"]["real_acc_by_rarity"]
+    n_real = summary["data"]["n_real"]
+    assert real_rarity["6-20"]["n_images"] == n_real and real_rarity["1-2"]["n_images"] == 0
+    assert real_rarity["6-20"]["acc"]["species"] == summary["overall"]["probe"]["real_test_acc"]["species"]
+    assert table.columns.tolist()[-2:] == ["# real images", "Real acc species (probe)"]
+    assert table.set_index("Training images per species").loc["6-20", "# real images"] == n_real
 
 
 def test_class_metrics_folder_is_replaced_whole(tmp_path):

@@ -169,6 +169,14 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], shards_dir: str | Path, gen
                        probe_pred, bioclip_level, levels)
     overall["probe"]["acc_by_rarity"] = acc_by_rarity(probe_pred, bb.probe.labels(gen.lineages), gen.lineages,
                                                       n_train, levels)
+    # The same split of the real reference images: the ceiling each bucket's accuracy is read against (a probe
+    # that cannot tell a rare species in real photos cannot credit a generated one either).
+    ridx = sorted(feats_real[bb.probe.name])
+    real_lineages = [real.lineages[i] for i in ridx]
+    real_pred = bb.probe.predict_features(np.stack([feats_real[bb.probe.name][i] for i in ridx])) if ridx else \
+        np.zeros((0, len(levels)), np.int64)
+    overall["probe"]["real_acc_by_rarity"] = acc_by_rarity(real_pred, bb.probe.labels(real_lineages), real_lineages,
+                                                           n_train, levels)
     per_level = _per_level(bb, gen, real, feats_gen, feats_real, probe_pred, bioclip_level, levels, cfg.min_images_for_fid)
     data = _data_section(cfg, gen, gen_classes, real_classes, gen_size, manifest, cache)
     summary = {"backbones": bb.info(), "data": data, "overall": overall, "per_class": per_class, "per_level": per_level}

@@ -69,20 +69,30 @@ def level_table(summary: dict, levels: list[str]) -> pd.DataFrame:
 
 
 def rarity_table(summary: dict, levels: list[str]) -> pd.DataFrame:
-    """One row per rarity bucket (``overall.probe.acc_by_rarity``, metrics/rarity.py): taxa, images, accuracy."""
+    """One row per rarity bucket (``overall.probe.acc_by_rarity``, metrics/rarity.py): taxa, images, accuracy,
+    and the probe's accuracy at the finest level on the real reference images of the bucket (its ceiling)."""
+    probe = summary["overall"]["probe"]
+    real = probe.get("real_acc_by_rarity", {})
+    finest = levels[-1]
+    real_cols = ["# real images", f"Real acc {finest} (probe)"]
     rows = []
-    for bucket, e in summary["overall"]["probe"].get("acc_by_rarity", {}).items():
+    for bucket, e in probe.get("acc_by_rarity", {}).items():
         row = {"Training images per species": bucket, "# species": e["n_species"], "# generated images": e["n_images"]}
         row.update({f"Acc {lv} (probe)": e["acc"].get(lv) for lv in levels})
+        if real:
+            r = real.get(bucket, {})
+            row.update(dict(zip(real_cols, (r.get("n_images", 0), r.get("acc", {}).get(finest)))))
         rows.append(row)
     return pd.DataFrame(rows, columns=["Training images per species", "# species", "# generated images",
-                                       *(f"Acc {lv} (probe)" for lv in levels)])
+                                       *(f"Acc {lv} (probe)" for lv in levels), *(real_cols if real else [])])
 
 
 RARITY_NOTE = (
     "\nRows: the number of images in the train split of the taxon each generated image was drawn for (the species "
     "at the default target level); bucket 0 (only when present): taxa without a training image. Accuracy: the "
-    "probe's top-1 per level over the bucket's generated images (a taxon the probe never saw is not scored).\n"
+    "probe's top-1 per level over the bucket's generated images (a taxon the probe never saw is not scored). "
+    "Real acc: the same probe on the real reference images of the bucket's taxa (evaluate.real_split), the "
+    "ceiling a generated image's score is read against.\n"
 )
 
 
@@ -91,7 +101,7 @@ def _fmt(col: str, value) -> str:
         return "–"
     if isinstance(value, float):
         key = col.lower()
-        digits = 4 if key.startswith(("lpips", "1-cos", "dist")) else 3 if key.startswith(("acc", "real test", "real_test")) else 2
+        digits = 4 if key.startswith(("lpips", "1-cos", "dist")) else 3 if key.startswith(("acc", "real test", "real_test", "real acc")) else 2
         return f"{value:.{digits}f}"
     return str(value)
 
