@@ -82,7 +82,7 @@ def test_evaluate_stage_cli(world, tmp_path):
     n_real = summary["data"]["n_real"]
     assert real_rarity["6-20"]["n_images"] == n_real and real_rarity["1-2"]["n_images"] == 0
     assert real_rarity["6-20"]["acc"]["species"] == summary["overall"]["probe"]["real_test_acc"]["species"]
-    assert table.columns.tolist()[-2:] == ["# real images", "Real acc species (probe)"]
+    assert table.columns.tolist()[-3:] == ["# real images", "Real acc genus (probe)", "Real acc species (probe)"]
     assert table.set_index("Training images per species").loc["6-20", "# real images"] == n_real
 
 

@@ -70,18 +70,19 @@ def level_table(summary: dict, levels: list[str]) -> pd.DataFrame:
 
 def rarity_table(summary: dict, levels: list[str]) -> pd.DataFrame:
     """One row per rarity bucket (``overall.probe.acc_by_rarity``, metrics/rarity.py): taxa, images, accuracy,
-    and the probe's accuracy at the finest level on the real reference images of the bucket (its ceiling)."""
+    and the probe's accuracy at the two finest levels on the real reference images of the bucket (its ceiling;
+    all levels are in summary.json)."""
     probe = summary["overall"]["probe"]
     real = probe.get("real_acc_by_rarity", {})
-    finest = levels[-1]
-    real_cols = ["# real images", f"Real acc {finest} (probe)"]
+    finest = levels[-2:]
+    real_cols = ["# real images", *(f"Real acc {lv} (probe)" for lv in finest)]
     rows = []
     for bucket, e in probe.get("acc_by_rarity", {}).items():
         row = {"Training images per species": bucket, "# species": e["n_species"], "# generated images": e["n_images"]}
         row.update({f"Acc {lv} (probe)": e["acc"].get(lv) for lv in levels})
         if real:
             r = real.get(bucket, {})
-            row.update(dict(zip(real_cols, (r.get("n_images", 0), r.get("acc", {}).get(finest)))))
+            row.update(dict(zip(real_cols, (r.get("n_images", 0), *(r.get("acc", {}).get(lv) for lv in finest)))))
         rows.append(row)
     return pd.DataFrame(rows, columns=["Training images per species", "# species", "# generated images",
                                        *(f"Acc {lv} (probe)" for lv in levels), *(real_cols if real else [])])
