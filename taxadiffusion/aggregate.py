@@ -41,7 +41,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from .errors import UserError
-from .expshow import as_float, drawn_at_other_scale, exp_show, file_data, flatten, revision_name, revisions, usable
+from .expshow import LOWER_IS_BETTER, as_float, drawn_at_other_scale, exp_show, file_data, flatten, revision_name, revisions, usable
 from .files import atomic_path, write_text
 from .metrics.tables import _fmt
 from .names import markdown_cell
@@ -236,7 +236,9 @@ def paired(records: list[dict], reference: str = MAIN_METHOD) -> pd.DataFrame:
     """Per setting, method and metric: the method's number minus ``reference``'s in the same experiment (same
     seed: the same split, probe and noise seeds), mean ± sd and n over the seeds where both have it. The
     seed-to-seed spread of a metric is mostly shared by the methods of one seed, so a paired difference
-    separates two methods with fewer seeds than their two means ± sd do. Counts (``n_images``) are left out."""
+    separates two methods with fewer seeds than their two means ± sd do. ``better``: in how many of those seeds
+    the method beats ``reference`` (a smaller FID / LPIPS / 1-cos, a larger accuracy or score; a tie is not a
+    win). Counts (``n_images``) are left out."""
     labels, varying = setting_labels(records)
     order = _metric_order(records)
     runs: dict[tuple, dict[str, dict]] = {}
@@ -258,11 +260,13 @@ def paired(records: list[dict], reference: str = MAIN_METHOD) -> pd.DataFrame:
         for key in (k for k in order if k in per_metric):
             pairs = per_metric[key]
             parts = (HEADLINE.match(key) or RARITY.match(key)).groupdict()
+            lower = parts.get("kind") in LOWER_IS_BETTER
             rows.append({"setting": labels[setting], **{k: _shown(values.get(k)) for k in varying}, "method": method,
                          "vs": reference, "metric": key, "bucket": parts.get("bucket") or "",
                          "level": parts.get("level") or "", **_stats([v for _, v in pairs]),
+                         "better": sum((v < 0) if lower else (v > 0) for _, v in pairs),
                          "seeds": " ".join(str(s) for s in sorted(seed for seed, _ in pairs))})
-    columns = ["setting", *varying, "method", "vs", "metric", "bucket", "level", "mean", "sd", "n", "seeds"]
+    columns = ["setting", *varying, "method", "vs", "metric", "bucket", "level", "mean", "sd", "n", "better", "seeds"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -283,7 +287,8 @@ def _number(column: str, value: float) -> str:
 def _cell(row: pd.Series, column: str, n_row: int) -> str:
     sd = "" if pd.isna(row["sd"]) else f" ± {_number(column, float(row['sd']))}"
     extra = f" (n={row['n']})" if row["n"] < n_row else ""
-    return f"{_number(column, float(row['mean']))}{sd}{extra}"
+    wins = f" [{row['better']}/{row['n']}]" if "better" in row.index else ""  # paired tables only
+    return f"{_number(column, float(row['mean']))}{sd}{wins}{extra}"
 
 
 def _markdown_table(table: pd.DataFrame, rarity: bool, prefix: str = "") -> str:
@@ -319,7 +324,7 @@ def to_markdown(table: pd.DataFrame, skipped: Counter, diffs: Optional[pd.DataFr
         text += [f"\n## Paired differences against {ref}\n",
                  f"Each method's number minus {ref}'s in the same experiment (the same seed: split, probe and noise "
                  "seeds), mean ± sd over the seeds both ran. Negative Δ FID / Δ 1-cos and positive Δ acc favour the "
-                 f"method over {ref}.\n",
+                 f"method over {ref}; [k/n]: the method is the better one in k of those n seeds.\n",
                  _markdown_table(diffs, rarity=False, prefix="Δ ")]
         if diffs["metric"].map(lambda m: bool(RARITY.match(m))).any():
             text += ["\n### By rarity\n", _markdown_table(diffs, rarity=True, prefix="Δ ")]

@@ -19,6 +19,9 @@ from typing import Any, Iterator, Optional
 from .errors import UserError
 
 RUNNING_STATES = ("queued", "running")
+# Metric kinds where a smaller number is better (docs/method.md: FID ↓, LPIPS ↓; 1-cos is a distance); accuracies
+# and the BioCLIP score are better larger.
+LOWER_IS_BETTER = ("fid", "lpips", "dist")
 
 
 def exp_show(json_file: Optional[str | Path] = None, all_commits: bool = False, cwd: str | Path = ".") -> list:

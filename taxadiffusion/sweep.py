@@ -28,7 +28,7 @@ from typing import Optional
 import pandas as pd
 
 from .errors import UserError
-from .expshow import (as_float, drawn_at_other_scale, exp_show, file_data, flatten, get, numeric_keys, revision_name,
+from .expshow import (LOWER_IS_BETTER, as_float, drawn_at_other_scale, exp_show, file_data, flatten, get, numeric_keys, revision_name,
                       revisions, usable)
 from .files import atomic_path
 
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METRICS = ("probe.fid", "probe.acc.species")
 METRICS_FILE = "metrics/classes/all.json"
-# Direction hints for panel titles; anything else is shown without one.
-LOWER_IS_BETTER = ("fid", "lpips", "dist")
 
 
 def collect(

@@ -300,9 +300,20 @@ def test_paired_differences_take_each_seed_against_the_main_pipeline_of_the_same
     assert (fid["mean"], fid["sd"], fid["n"], fid["seeds"]) == (-5.0, 0.0, 2, "0 1")
     acc = diffs[(diffs.setting == "guidance_scale=2") & (diffs.metric == "probe.acc.species")].iloc[0]
     assert math.isclose(acc["mean"], 0.45) and math.isclose(acc["sd"], math.sqrt(0.005))  # 0.5 - 0.1, 0.7 - 0.2
+    assert fid["better"] == 2 and acc["better"] == 2  # a lower FID and a higher accuracy both count as better
     b = diffs[(diffs.setting == "guidance_scale=6") & (diffs.metric == "probe.fid")].iloc[0]
     assert (b["mean"], b["n"]) == (-17.0, 2) and math.isclose(b["sd"], math.sqrt(50))
     assert not diffs.metric.str.endswith(("n_images", "n_species")).any()
     md = (tmp_path / "seeds.md").read_text()
     assert "## Paired differences against taxadiffusion" in md
-    assert "| guidance_scale=2 | lora | 2 | 0, 1 | -5.00 ± 0.00 |" in md and "Δ FID (probe)" in md
+    assert "| guidance_scale=2 | lora | 2 | 0, 1 | -5.00 ± 0.00 [2/2] |" in md and "Δ FID (probe)" in md
+
+
+def test_the_committed_study_snapshot_gives_the_published_tables(tmp_path):
+    """docs/study-seeds.md is what `aggregate --snapshot docs/study --ignore methods` writes from the committed
+    snapshot of the study (docs/results.md): the published numbers come from those experiments, not by hand."""
+    out = tmp_path / "seeds.md"
+    run(out, from_snapshot=REPO / "docs" / "study", ignore=("methods",), cwd=tmp_path)
+    assert out.read_text() == (REPO / "docs" / "study-seeds.md").read_text()
+    table = pd.read_csv(tmp_path / "seeds.csv")
+    assert set(table.n) == {3}  # every row of the study has three seeds
