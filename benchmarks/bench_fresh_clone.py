@@ -80,7 +80,7 @@ def main() -> None:
         committed = outs_of(yaml.safe_load((clone / "dvc.lock").read_text()))
         stages, total = run_repro(clone)
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-        print(f"| stage | wall s |\n|---|---|")
+        print("| stage | wall s |\n|---|---|")
         for name, seconds in stages:
             print(f"| {name} | {seconds:.1f} |")
         verdict = "within" if total <= GOAL_S else "OVER"

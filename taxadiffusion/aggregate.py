@@ -15,10 +15,11 @@ split there); every other method of ``params.methods`` from ``metrics/methods/<m
 it writes the mean, the sample standard deviation (n - 1; none for n = 1) and n: a CSV (one row per metric) and a
 Markdown table (one row per setting and method, plus the probe accuracy by rarity). Per setting, method and
 seed it also takes each method's difference to ``taxadiffusion`` in the same experiment (paired: same split, probe
-and noise seeds), mean ± sd over seeds, in the Markdown and in ``<out>_paired.csv``. Skipped and counted: failed experiments (dvc keeps the
-metrics of the workspace they were queued from), queued or running ones, ones without params or metrics, metrics
-drawn at another guidance scale, a method's missing summary, and a second experiment with the same params and
-seed (the experiment is kept over the baseline commit).
+and noise seeds), mean ± sd over seeds and the number of seeds the method wins, in the Markdown and in
+``<out>_paired.csv``. Skipped and counted: failed experiments (dvc keeps the metrics of the workspace they were
+queued from), queued or running ones, ones without params or metrics, metrics drawn at another guidance scale, a
+method's missing summary, and a second experiment with the same params and seed (the experiment is kept over the
+baseline commit).
 
 Experiments live in the ``refs/exps`` of the repository that ran them, which a clone does not carry: keep what was
 read with ``--save-snapshot DIR`` (the exp show document and the summaries, :mod:`taxadiffusion.snapshot`) and
@@ -41,7 +42,8 @@ from typing import Callable, Optional
 import pandas as pd
 
 from .errors import UserError
-from .expshow import LOWER_IS_BETTER, as_float, drawn_at_other_scale, exp_show, file_data, flatten, revision_name, revisions, usable
+from .expshow import (LOWER_IS_BETTER, as_float, drawn_at_other_scale, exp_show, file_data, flatten, revision_name,
+                      revisions, usable)
 from .files import atomic_path, write_text
 from .metrics.tables import _fmt
 from .names import markdown_cell

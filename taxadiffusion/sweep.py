@@ -28,8 +28,8 @@ from typing import Optional
 import pandas as pd
 
 from .errors import UserError
-from .expshow import (LOWER_IS_BETTER, as_float, drawn_at_other_scale, exp_show, file_data, flatten, get, numeric_keys, revision_name,
-                      revisions, usable)
+from .expshow import (LOWER_IS_BETTER, as_float, drawn_at_other_scale, exp_show, file_data, flatten, get, numeric_keys,
+                      revision_name, revisions, usable)
 from .files import atomic_path
 
 log = logging.getLogger(__name__)

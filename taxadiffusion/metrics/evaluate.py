@@ -120,6 +120,7 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], shards_dir: str | Path, gen
     feats_gen: dict[str, dict[int, np.ndarray]] = {b.name: {} for b in bb.features}
     feats_real: dict[str, dict[int, np.ndarray]] = {b.name: {} for b in bb.features}
     probe_pred = np.zeros((len(gen), len(levels)), np.int64)
+    real_pred: dict[int, np.ndarray] = {}  # reference image index -> the probe's prediction per level
     bioclip_level: dict[int, np.ndarray] = {}
     per_class: dict[str, dict] = {}
     lpips_all: dict[str, list] = {m.name: [] for m in bb.lpips}
@@ -149,9 +150,10 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], shards_dir: str | Path, gen
             feats_gen[b.name].update(zip(gidx, fg))
             entry[b.name] = {"fid": _fid(fr, fg)}
             if b is bb.probe:
-                d, pred = _probe_entry(entry["probe"], bb.probe, fr, fg, n_pair, gen, gidx, real, ridx, levels)
+                d, pred, rpred = _probe_entry(entry["probe"], bb.probe, fr, fg, n_pair, gen, gidx, real, ridx, levels)
                 dist_all.extend(d.tolist())
                 probe_pred[gidx] = pred
+                real_pred.update(zip(ridx, rpred))
         for m in bb.lpips:
             values = m.paired(real_images(), g_img, bs) if n_pair else np.zeros(0)
             lpips_all[m.name].extend(values.tolist())
@@ -171,11 +173,10 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], shards_dir: str | Path, gen
                                                       n_train, levels)
     # The same split of the real reference images: the ceiling each bucket's accuracy is read against (a probe
     # that cannot tell a rare species in real photos cannot credit a generated one either).
-    ridx = sorted(feats_real[bb.probe.name])
+    ridx = sorted(real_pred)
     real_lineages = [real.lineages[i] for i in ridx]
-    real_pred = bb.probe.predict_features(np.stack([feats_real[bb.probe.name][i] for i in ridx])) if ridx else \
-        np.zeros((0, len(levels)), np.int64)
-    overall["probe"]["real_acc_by_rarity"] = acc_by_rarity(real_pred, bb.probe.labels(real_lineages), real_lineages,
+    rpred = np.stack([real_pred[i] for i in ridx]) if ridx else np.zeros((0, len(levels)), np.int64)
+    overall["probe"]["real_acc_by_rarity"] = acc_by_rarity(rpred, bb.probe.labels(real_lineages), real_lineages,
                                                            n_train, levels)
     per_level = _per_level(bb, gen, real, feats_gen, feats_real, probe_pred, bioclip_level, levels, cfg.min_images_for_fid)
     data = _data_section(cfg, gen, gen_classes, real_classes, gen_size, manifest, cache)
@@ -209,14 +210,16 @@ def _data_section(cfg: EvaluateConfig, gen: ImageSet, gen_classes: dict, real_cl
 
 def _probe_entry(entry: dict, probe, fr, fg, n_pair: int, gen: ImageSet, gidx, real: ImageSet, ridx, levels):
     """Probe metrics of one class into ``entry``: paired 1-cos on L2-normalised features (the LPIPS pairing
-    rule), top-1 per level of the generated images, and the probe's own top-1 on this class's real test images."""
+    rule), top-1 per level of the generated images, and the probe's own top-1 on this class's real test images.
+    Returns the distances and the probe's predictions for the generated and for the real images."""
     a = fr[:n_pair] / np.linalg.norm(fr[:n_pair], axis=1, keepdims=True).clip(1e-12)
     c = fg[:n_pair] / np.linalg.norm(fg[:n_pair], axis=1, keepdims=True).clip(1e-12)
     d = 1.0 - (a * c).sum(1)
     pred = probe.predict_features(fg)
     acc = level_accuracy(pred, probe.labels([gen.lineages[i] for i in gidx]), levels)
+    real_pred = probe.predict_features(fr)
     test = [k for k, i in enumerate(ridx) if real.splits[i] == "test"]
-    real_acc = probe.accuracy(fr[test], [real.lineages[ridx[k]] for k in test])
+    real_acc = level_accuracy(real_pred[test], probe.labels([real.lineages[ridx[k]] for k in test]), levels)
     entry.update(
         {
             "dist": _mean(d),
@@ -226,7 +229,7 @@ def _probe_entry(entry: dict, probe, fr, fg, n_pair: int, gen: ImageSet, gidx, r
             "real_test_acc": {lv: v["acc"] for lv, v in real_acc.items()},
         }
     )
-    return d, pred
+    return d, pred, real_pred
 
 
 def _grid_picks(gen: ImageSet, gidx, real: ImageSet, ridx, n_species: int, per_row: int = 4) -> list:
