@@ -6,7 +6,7 @@ then runs the real stage scripts in fresh processes on the miniature SD1.5 of ``
 
 1. ``stages/base.py``: wall seconds and peak RSS (``wait4`` rusage of that process);
 2. ``stages/train.py --level <level 0>`` for a fixed number of steps (no checkpoints): seconds per step (the
-   loop's own time, from ``run.json``), wall seconds and peak RSS.
+   loop's own time, from the scratch folder's ``timing.json``), wall seconds and peak RSS.
 
 Goal: peak RSS of both at 100K <= 1.2x that at 2K; seconds per step flat in N; base time linear in N.
 
@@ -102,7 +102,7 @@ def bench_size(work: Path, mini: Path, n: int, steps: int, batch: int, resolutio
     train_s, train_mb = _timed(py + [str(REPO / "stages/train.py"), "--level", level0, "--parent", "models/base",
                                      "--out", f"models/{level0}", "--shards", "shards", "--latents", "latents",
                                      "--scratch", "scratch", "--log-dir", "log"], work)
-    run = json.loads((work / "log" / "run.json").read_text())
+    run = json.loads((work / "scratch" / "timing.json").read_text())
     latents_mb = sum(p.stat().st_size for p in (work / "latents").iterdir()) / 1e6
     return {"n": n, "base_s": round(base_s, 1), "base_rss_mb": round(base_mb), "latents_mb": round(latents_mb, 1),
             "train_s": round(train_s, 1), "train_rss_mb": round(train_mb),

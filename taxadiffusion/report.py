@@ -197,7 +197,7 @@ def _training(train_dir: Path | None, levels: list[str]) -> str:
         path = train_dir / lv / "run.json"
         info = read_json(path) if path.is_file() else {}
         # no wall times here: the report is a DVC output, and the same inputs must give the same bytes
-        # (run.json next to the curves keeps the timings)
+        # (they are in scratch/train/<level>/timing.json)
         rows.append({"level": lv, "steps": info.get("steps"), "final loss": info.get("final_loss")})
     return "".join(charts) + _html_table(pd.DataFrame(rows))
 

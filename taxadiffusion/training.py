@@ -181,7 +181,8 @@ def train(cfg: TrainConfig, spec: TrainSpec, *, model_cfg: ModelConfig, levels: 
           parent_dir: str | Path | None, out_dir: str | Path, shards: str | Path, latents_dir: str | Path,
           scratch: str | Path, log_dir: str | Path, preview: PreviewConfig | None,
           max_steps_this_run: int | None = None) -> dict:
-    """Train ``spec`` and write the level folder ``out_dir`` and its curves + ``run.json`` in ``log_dir``.
+    """Train ``spec`` and write the level folder ``out_dir``, its curves + ``run.json`` in ``log_dir`` and its
+    timings in ``scratch/timing.json``.
 
     ``parent_dir``: the trained level ``spec.parent`` starts from (unused when the spec has no parent:
     level 0 and the baselines start from the base model). ``scratch``: resumable step checkpoints.
@@ -355,9 +356,14 @@ def _stop_if_diverged(run: Run, first_bad: torch.Tensor) -> None:
                         "LoRA/joint/random_level methods, train.lr otherwise) and re-run")
 
 
+# Summary keys that differ between runs of the same inputs (scratch/.../timing.json, not run.json).
+TIMING_KEYS = ("resumed_from", "seconds_this_run", "samples_per_second")
+
+
 def _write_outputs(out_dir: Path, log_dir: Path, scratch: Path, config: LevelConfig, raw: TrainModel,
                    summary: dict) -> None:
-    """Curves + ``run.json`` into ``log_dir``; the level folder into ``out_dir`` (swapped in whole)."""
+    """Curves + ``run.json`` into ``log_dir``, ``timing.json`` into ``scratch``; the level folder into ``out_dir``
+    (swapped in whole)."""
     # Training curves (dvclive) go next to the other metrics, not inside the cached model out.
     shutil.rmtree(log_dir, ignore_errors=True)
     if (scratch / "live").exists():
@@ -366,5 +372,10 @@ def _write_outputs(out_dir: Path, log_dir: Path, scratch: Path, config: LevelCon
     (log_dir / "plots" / "images").mkdir(parents=True, exist_ok=True)
     # The model first: run.json (the record that the run finished) only once the level folder is written.
     write_level(out_dir, config, raw.unet, raw.conditioner)
-    # timings differ run to run; weights/config do not. allow_nan=False: run.json is always valid JSON.
-    write_text(log_dir / "run.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    # run.json holds what the same inputs always give: `report` depends on the whole log folder, so a wall time
+    # in it would change the committed dvc.lock on every fresh `dvc repro`. Timings (and where a resumed run
+    # started) go to the scratch folder. allow_nan=False: both are always valid JSON.
+    record = {k: v for k, v in summary.items() if k not in TIMING_KEYS}
+    write_text(log_dir / "run.json", json.dumps(record, indent=2, allow_nan=False) + "\n")
+    timing = {k: summary[k] for k in TIMING_KEYS}
+    write_text(scratch / "timing.json", json.dumps(timing, indent=2, allow_nan=False) + "\n")

@@ -91,6 +91,10 @@ def test_two_levels_only_module_k_changes(data_workspace, tmp_path):
     assert (config.lora_rank, config.lora_alpha) == (params.train.lora_rank, params.train.lora_alpha)
     run = _strict_json(work / "metrics/train/order/run.json")
     assert run["steps"] == params.train.steps and isinstance(run["final_loss"], float)
+    # run.json (under report's dependency metrics/train) holds no wall time; the timings are in the scratch folder
+    assert set(run) == {"name", "steps", "final_loss", "processes"}
+    timing = _strict_json(work / "scratch/train/order/timing.json")
+    assert timing["seconds_this_run"] > 0 and timing["resumed_from"] == 0 and timing["samples_per_second"] > 0
 
 
 def test_wrong_parent_is_a_one_line_error(data_workspace, tmp_path):
