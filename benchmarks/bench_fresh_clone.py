@@ -8,7 +8,7 @@ Run from the repository root:  ``python benchmarks/bench_fresh_clone.py [--rev H
    and ``HF_HUB_OFFLINE=1``; every ``Running stage`` line DVC prints is time-stamped, so each stage's wall time
    is the time to the next one (DVC's own bookkeeping included). Peak memory is the largest ``ru_maxrss`` of
    the processes it ran (``RUSAGE_CHILDREN``).
-3. Compares the new ``dvc.lock`` with the committed one, output by output.
+3. Compares the new ``dvc.lock`` with the committed one: output by output, dependency by dependency, and whole.
 
 Goal (issue "figures, previews, report"): the whole run in <= 10 min on 2 idle CPU cores, previews and figures
 on. Output hashes match the committed lock only on the CPU type (and thread count) that wrote it: CPU kernels
@@ -44,6 +44,12 @@ def outs_of(lock: dict) -> dict[str, str]:
     return found
 
 
+def deps_of(lock: dict) -> dict[str, str]:
+    """``{"<stage> <path>": hash}`` for every dependency in a parsed dvc.lock."""
+    return {f"{stage} {dep['path']}": str(dep.get("md5") or dep.get("hash"))
+            for stage, entry in (lock.get("stages") or {}).items() for dep in entry.get("deps") or []}
+
+
 def run_repro(clone: Path) -> tuple[list[tuple[str, float]], float]:
     """``([(stage, seconds)], total seconds)`` of ``dvc repro`` in ``clone``; its output goes to repro.log."""
     env = {**os.environ, "PYTHONPATH": f"{clone}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -77,7 +83,9 @@ def main() -> None:
     try:
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         subprocess.run(["git", "checkout", "-q", args.rev], cwd=clone, check=True)
-        committed = outs_of(yaml.safe_load((clone / "dvc.lock").read_text()))
+        committed_text = (clone / "dvc.lock").read_text()
+        committed_lock = yaml.safe_load(committed_text)
+        committed = outs_of(committed_lock)
         stages, total = run_repro(clone)
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
         print("| stage | wall s |\n|---|---|")
@@ -86,7 +94,9 @@ def main() -> None:
         verdict = "within" if total <= GOAL_S else "OVER"
         print(f"\ntotal {total:.0f} s ({int(total // 60)} min {total % 60:.0f} s; {verdict} the {GOAL_S} s goal), "
               f"peak RSS {peak_gb:.2f} GB, {os.cpu_count()} CPUs")
-        fresh = outs_of(yaml.safe_load((clone / "dvc.lock").read_text()))
+        fresh_text = (clone / "dvc.lock").read_text()
+        fresh_lock = yaml.safe_load(fresh_text)
+        fresh = outs_of(fresh_lock)
         same = sorted(k for k in fresh if committed.get(k) == fresh[k])
         changed = sorted(k for k in fresh if k in committed and committed[k] != fresh[k])
         new = sorted(k for k in fresh if k not in committed)
@@ -95,6 +105,14 @@ def main() -> None:
             print(f"  changed: {k}")
         for k in new:
             print(f"  new: {k}")
+        # The committed lock must come back byte for byte (a dependency hash that moves, e.g. a wall time in a
+        # folder another stage depends on, makes every fresh clone's `dvc status` dirty).
+        old_deps, new_deps = deps_of(committed_lock), deps_of(fresh_lock)
+        moved = sorted(k for k in new_deps if old_deps.get(k) != new_deps[k])
+        print(f"dvc.lock file: {'unchanged' if fresh_text == committed_text else 'CHANGED'}"
+              f" ({len(moved)} dependency hash(es) differ)")
+        for k in moved:
+            print(f"  dependency changed: {k}")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
