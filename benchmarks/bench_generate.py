@@ -8,7 +8,7 @@ Setup (not timed): a species-level folder with random LoRA / condition-module we
 base (written by ``taxadiffusion.models.level.write_level``, as training does) and a prepared table with
 ``--taxa`` test species in 2 classes; params are the repository's params.yaml with the options below.
 
-1. **this stage**: ``taxadiffusion.generation.generate`` end to end (model loading, plan, sampling, PNG
+1. **this stage**: ``taxadiffusion.sampling.generate.generate`` end to end (model loading, plan, sampling, PNG
    writes, manifest), ``--taxa x --images`` images, PNDM, TaxaGuide scale 6.
 2. **reference**: the official inference style (docs/method.md §3 "Generation loop"): one taxon at a time, the
    condition module run for the taxon, then a stock diffusers ``StableDiffusionPipeline`` built from the tiny
@@ -38,13 +38,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from taxadiffusion.models.conditioner import TaxonomyConditioner, lineage_texts
-from taxadiffusion.models.text_cache import TextEmbeddingCache
 from taxadiffusion.config import Params, params_from_dict, read_params_dict  # noqa: E402
-from taxadiffusion.generation import generate  # noqa: E402
 from taxadiffusion.models.base import load_base  # noqa: E402
+from taxadiffusion.models.conditioner import TaxonomyConditioner, lineage_texts
 from taxadiffusion.models.level import LevelConfig, build_level_model, write_level  # noqa: E402
-from taxadiffusion.specs import progressive_spec  # noqa: E402
+from taxadiffusion.models.text_cache import TextEmbeddingCache
+from taxadiffusion.sampling.generate import generate  # noqa: E402
+from taxadiffusion.training.specs import progressive_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,7 +29,7 @@ import yaml
 from PIL import Image
 
 from taxadiffusion.config import load_params, params_from_dict, read_params_dict
-from taxadiffusion.prepare import prepare
+from taxadiffusion.data.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,9 +123,9 @@ def bench_prepare(tmp: Path, rows: int) -> dict:
 
 
 def bench_shard(tmp: Path, n_images: int, resolution: int = 32) -> dict:
-    # Imported here, not at the top: taxadiffusion.shard pulls in torch (~470 MB RSS), which the prepare child
+    # Imported here, not at the top: taxadiffusion.data.shard_reader pulls in torch (~470 MB RSS), which the prepare child
     # (this same file) must not load, or its ru_maxrss would not measure prepare alone.
-    from taxadiffusion.shard import write_shards
+    from taxadiffusion.data.shard import write_shards
 
     root = tmp / "shard_images"
     rng = np.random.default_rng(0)

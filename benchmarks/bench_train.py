@@ -22,17 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taxadiffusion import animals, synthetic, training
-from taxadiffusion.base_stage import prepare_base
 from taxadiffusion.config import params_from_dict, read_params_dict, section_from_dict
+from taxadiffusion.data import animals
+from taxadiffusion.data import synthesize as synthetic
+from taxadiffusion.data.shard_reader import load_split_arrays
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.conditioner import ConditionerConfig, TaxonomyConditioner, lineage_texts
 from taxadiffusion.models.lora import add_lora, lora_parameters
 from taxadiffusion.models.tiny import write_tokenizer
-from taxadiffusion.sampler import prepare_unet_for_sampling
-from taxadiffusion.sampling import make_scheduler, sample
-from taxadiffusion.shard import load_split_arrays
-from taxadiffusion.specs import TrainSpec, progressive_spec
+from taxadiffusion.models.train_spec import TrainSpec
+from taxadiffusion.sampling.denoise import make_scheduler, sample
+from taxadiffusion.sampling.level_sampler import prepare_unet_for_sampling
+from taxadiffusion.training.base import prepare_base
+from taxadiffusion.training.run import TrainModel, configure_trainable
+from taxadiffusion.training.specs import progressive_spec
+from taxadiffusion.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +136,7 @@ def bench_a(resolution: int, batch: int, steps: int) -> dict:
         loops = {}
         for n in (1, steps + 1):
             cfg = section_from_dict("train", {**data["train"], "steps": n})
-            summary = training.train(cfg, progressive_spec(cfg, params.level_names, "class"), model_cfg=params.model,
+            summary = train(cfg, progressive_spec(cfg, params.level_names, "class"), model_cfg=params.model,
                                      levels=params.level_names, seed=params.seed, parent_dir=None,
                                      out_dir=work / f"models{n}" / "class", shards=shards,
                                      latents_dir=work / "latents", scratch=work / f"scratch{n}",
@@ -159,8 +163,8 @@ def bench_b() -> dict:
     cond = TaxonomyConditioner(ConditionerConfig(list("abcde"), 64, 2, 4, 256, 0.1))
     spec = TrainSpec(name="class", parent=None, cut_off=0, train_levels=(0,), train_lora=True, full_unet=False,
                      random_cut_off=False, prompt_only=False, lr=1e-3, steps=1)
-    training.configure_trainable(base.unet, cond, spec)
-    model = training.TrainModel(base.unet, cond)
+    configure_trainable(base.unet, cond, spec)
+    model = TrainModel(base.unet, cond)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     times = []
     for i in range(6):

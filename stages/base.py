@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from taxadiffusion.base_stage import prepare_base
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.device import default_device
+from taxadiffusion.core.device import default_device
+from taxadiffusion.training.base import prepare_base
 
 
 def main(args, params) -> None:

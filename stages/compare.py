@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.comparison import compare
+from taxadiffusion.comparison.table import compare
 
 
 def main(args, params) -> None:

@@ -15,7 +15,7 @@ import logging
 import time
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.generation import generate
+from taxadiffusion.sampling.generate import generate
 
 
 def main(args, params) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.imageroot import write_fingerprint
+from taxadiffusion.data.images import write_fingerprint
 
 
 def main(args, params) -> None:

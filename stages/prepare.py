@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.prepare import prepare
+from taxadiffusion.data.prepare import prepare
 
 
 def main(args, params) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.report import build_report, run_info
+from taxadiffusion.report.build import build_report, run_info
 
 
 def main(args, params) -> None:

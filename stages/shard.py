@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.shard import write_shards
+from taxadiffusion.data.shard import write_shards
 
 
 def main(args, params) -> None:

@@ -10,7 +10,7 @@ import json
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.synthetic import write_dataset
+from taxadiffusion.data.synthesize import write_dataset
 
 
 def main(args, params) -> None:

@@ -1,4 +1,4 @@
-"""Stage `train@<level>`: progressive training of one taxonomic level (see taxadiffusion/training.py).
+"""Stage `train@<level>`: progressive training of one taxonomic level (see taxadiffusion/training/train.py).
 
     python stages/train.py --level class --parent models/base --out models/class --shards data/shards \\
         --latents data/latents --scratch scratch/train/class --log-dir metrics/train/class
@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.specs import progressive_spec
-from taxadiffusion.training import train
+from taxadiffusion.training.specs import progressive_spec
+from taxadiffusion.training.train import train
 
 
 def main(args, params) -> None:

@@ -17,7 +17,7 @@ from params_util import section
 from taxadiffusion.config import ModelConfig
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.level import LevelConfig, build_level_model, write_level
-from taxadiffusion.specs import progressive_spec
+from taxadiffusion.training.specs import progressive_spec
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BASE = REPO / "assets" / "tiny-base"

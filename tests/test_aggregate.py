@@ -1,4 +1,4 @@
-"""`python -m taxadiffusion.aggregate`: mean ± sd over seeds from `dvc exp show --json`.
+"""`taxadiffusion aggregate`: mean ± sd over seeds from `dvc exp show --json`.
 
 The documents have the shape dvc 3.67.1 writes (tests/test_sweep.py has the captured one): a list of
 revisions ``{rev, name, data: {params: {file: {data}}, metrics: {file: {data}}, ...}, error, experiments}``.
@@ -16,10 +16,10 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
-from taxadiffusion.aggregate import _setting_key, aggregate, collect, git_reader, main, run, setting_labels
-from taxadiffusion.errors import UserError
+
+from taxadiffusion.analysis.aggregate import _setting_key, aggregate, collect, git_reader, main, run, setting_labels
+from taxadiffusion.core.errors import UserError
 
 LEVELS = ("class", "species")
 
@@ -247,7 +247,7 @@ def test_cli_reads_the_summaries_at_each_experiments_commit(tmp_path):
     base["experiments"] = [_exp(revs[1], "s1", _params(1), _all_json(12.0, 0.2))]
     (tmp_path / "exp.json").write_text(json.dumps([base]))
     assert git_reader(repo)(revs[0], "metrics/nope.json") is None
-    proc = subprocess.run([sys.executable, "-m", "taxadiffusion.aggregate", "--json", str(tmp_path / "exp.json"),
+    proc = subprocess.run([sys.executable, "-m", "taxadiffusion", "aggregate", "--json", str(tmp_path / "exp.json"),
                            "--out", "metrics/seeds.md"], cwd=repo, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -9,11 +9,10 @@ import sys
 
 import pytest
 import yaml
+from params_util import REPO, make_params, params_dict
 
 from taxadiffusion.config import Params, SamplingConfig, load_params, params_from_dict
-from taxadiffusion.errors import UserError
-
-from params_util import REPO, make_params, params_dict
+from taxadiffusion.core.errors import UserError
 
 DEFAULTS = params_dict()
 SECTIONS = [name for name, value in DEFAULTS.items() if isinstance(value, dict) and name != "levels"]

@@ -11,11 +11,18 @@ import os
 import pandas as pd
 import pytest
 import torch
+from test_metrics_data import (
+    LEVELS,
+    metrics_params,
+    run_stage,
+    run_stage_here,
+    write_generated,
+    write_params_yaml,
+    write_shards,
+)
 
 from taxadiffusion.metrics.evaluate import evaluate
 from taxadiffusion.metrics.probe import fit_probe_on_shards
-from test_metrics_data import (LEVELS, metrics_params, run_stage, run_stage_here, write_generated,
-                               write_params_yaml, write_shards)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
@@ -97,7 +104,7 @@ def test_class_metrics_folder_is_replaced_whole(tmp_path):
                "overall": {"probe": {"fid": 1.0, "dist": 0.1, "acc": {"class": 1.0}}},
                "per_class": {"Old class/x": entry}}
     write_class_metrics(summary, tmp_path / "classes")
-    # taxadiffusion/names.py: an unsafe name -> its readable part + "-" + 10 hex digits of its sha256
+    # taxadiffusion/core/names.py: an unsafe name -> its readable part + "-" + 10 hex digits of its sha256
     old = f"Old class_x-{hashlib.sha256('Old class/x'.encode()).hexdigest()[:10]}.json"
     assert sorted(p.name for p in (tmp_path / "classes").iterdir()) == [old, "all.json"]
     summary["per_class"] = {"New": entry}
@@ -195,7 +202,6 @@ def test_generated_class_without_real_images_is_reported_not_dropped(world, tmp_
 def _uneven_shards(root, n_train: dict, per_shard: int = 4):
     """Train shards (several tar files) with ``n_train[species]`` images per species, in the shard layout."""
     import webdataset as wds
-
     from test_metrics_data import WORLD, draw, png
 
     shards = root / "shards"
@@ -218,10 +224,10 @@ def test_accuracy_by_rarity_buckets(tmp_path):
     """Buckets 1-2, 3-5, 6-20, >20 by the drawn species' training images (train split only); bucket 0 only
     when a generated species has none; accuracy per level over the bucket's images, unseen labels not scored."""
     import numpy as np
-
-    from taxadiffusion.errors import UserError
-    from taxadiffusion.metrics.rarity import acc_by_rarity, bucket_of, drawn_taxon, train_counts
     from test_metrics_data import WORLD
+
+    from taxadiffusion.core.errors import UserError
+    from taxadiffusion.metrics.rarity import acc_by_rarity, bucket_of, drawn_taxon, train_counts
 
     assert [bucket_of(n) for n in (0, 1, 2, 3, 5, 6, 20, 21, 10**6)] == \
         ["0", "1-2", "1-2", "3-5", "3-5", "6-20", "6-20", ">20", ">20"]

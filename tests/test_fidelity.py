@@ -11,16 +11,18 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-
 from params_util import REPO, make_params, params_dict, section
-from taxadiffusion import prepare as P
+from test_stock_diffusers import make_mini_sd
+
+from taxadiffusion.comparison.methods import method_spec
 from taxadiffusion.config import params_from_dict, read_params_dict
-from taxadiffusion.errors import UserError
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.data import prepare as P
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.conditioner import ModelLevels, lineage_texts
-from taxadiffusion.specs import method_spec, progressive_spec
-from taxadiffusion.training import _condition_inputs, drop_levels
-from test_stock_diffusers import make_mini_sd
+from taxadiffusion.training.run import drop_levels
+from taxadiffusion.training.specs import progressive_spec
+from taxadiffusion.training.train import _condition_inputs
 
 FIX = Path(__file__).parent / "fixtures"
 LEVELS = ["class", "order", "family", "genus", "species"]
@@ -169,8 +171,9 @@ def test_baseline_budget_equal_or_the_papers():
 
 
 def test_methods_table_says_which_budget_trained_the_baselines(tmp_path):
-    from taxadiffusion.comparison import compare
-    from taxadiffusion.methods import METHOD_FILE, SamplePaths, sample_method, train_method
+    from taxadiffusion.comparison.sample import METHOD_FILE, SamplePaths, sample_method
+    from taxadiffusion.comparison.table import compare
+    from taxadiffusion.comparison.train import train_method
 
     methods = tmp_path / "metrics" / "methods"
     cfg = section("train", {"baseline_budget": "paper"})

@@ -14,23 +14,23 @@ import pytest
 import torch
 import webdataset as wds
 import yaml
-from PIL import Image
-
 from model_fixtures import LEVELS, TINY_BASE, lineage, make_level_dir, make_prepared, tiny_model_config
 from params_util import make_params, params_dict
-from taxadiffusion import report
+from PIL import Image
+from test_metrics_data import run_stage_here
+
+from taxadiffusion.config import FiguresConfig, PreviewConfig, section_from_dict
+from taxadiffusion.core.errors import UserError
 from taxadiffusion.figures import FIGURE_FILES, FIGURES_FILE
 from taxadiffusion.figures.attention import LevelAttention, attention_maps, level_contexts, name_token_weights
 from taxadiffusion.figures.build import make_figures
 from taxadiffusion.figures.guidance import draw_scales
-from taxadiffusion.figures.preview import preview_batch, preview_grid, preview_name
 from taxadiffusion.figures.select import read_table, real_images, round_robin, sibling_taxa
-from taxadiffusion.config import FiguresConfig, PreviewConfig, section_from_dict
-from taxadiffusion.errors import UserError
 from taxadiffusion.models.taxa import load_taxa_model
-from taxadiffusion.sampler import load_sampler
-from taxadiffusion.sampling import make_scheduler, sample, to_uint8
-from test_metrics_data import run_stage_here
+from taxadiffusion.report import build as report
+from taxadiffusion.sampling.denoise import make_scheduler, sample, to_uint8
+from taxadiffusion.sampling.level_sampler import load_sampler
+from taxadiffusion.training.previews import preview_batch, preview_grid, preview_name
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)

@@ -18,17 +18,18 @@ import pandas as pd
 import psutil
 import pytest
 import torch
-from PIL import Image
-
 from conftest import REPO, free_port
 from model_fixtures import LEVELS, TINY_BASE, lineage, make_level_dir, make_prepared
 from params_util import params_dict
+from PIL import Image
+
 from taxadiffusion.config import params_from_dict
-from taxadiffusion.draw import main, parse_lineage
-from taxadiffusion.errors import UserError
-from taxadiffusion.generation import LOCK_FILE, SETTINGS_FILE, generate, output_lock
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.lineage import NONE, image_seed
 from taxadiffusion.models.level import check_level_dir
-from taxadiffusion.plan import NONE, image_seed, make_plan, plan_images, taxon_dirs
+from taxadiffusion.sampling.draw import main, parse_lineage
+from taxadiffusion.sampling.generate import LOCK_FILE, SETTINGS_FILE, generate, output_lock
+from taxadiffusion.sampling.plan import make_plan, plan_images, taxon_dirs
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
@@ -267,7 +268,7 @@ def test_one_writer_per_output_folder(world, tmp_path):
     out.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from taxadiffusion.generation import output_lock\n"
+         "from taxadiffusion.sampling.generate import output_lock\n"
          "with output_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(120)", str(out)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:

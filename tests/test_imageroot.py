@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from taxadiffusion import imageroot
-from taxadiffusion.errors import UserError
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.data import images as imageroot
 
 
 def _root(tmp_path, name="root"):

@@ -1,4 +1,4 @@
-"""Latent chunks (taxadiffusion/latent_shards.py) and the base stage's streaming VAE encode (latents.py,
+"""Latent chunks (taxadiffusion/training/latent_chunks.py) and the base stage's streaming VAE encode (latents.py,
 base_stage.py) on the miniature SD1.5 of tests/sd15_fixture.py."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-
 from params_util import section
 from sd15_fixture import RESOLUTION, make_mini_sd15
-from taxadiffusion import latents as latents_mod
-from taxadiffusion.base_stage import prepare_base
-from taxadiffusion.errors import UserError
-from taxadiffusion.latent_shards import INDEX_FILE, ChunkWriter, LatentShards, LatentTable, write_index
-from taxadiffusion.latents import encode_posterior, latent_source
+
+from taxadiffusion.core.errors import UserError
 from taxadiffusion.models.base import load_base
+from taxadiffusion.training import latents as latents_mod
+from taxadiffusion.training.base import prepare_base
+from taxadiffusion.training.latent_chunks import INDEX_FILE, ChunkWriter, LatentShards, LatentTable, write_index
+from taxadiffusion.training.latents import encode_posterior, latent_source
 
 LEVELS = ["class", "species"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from taxadiffusion.errors import UserError
+from taxadiffusion.core.errors import UserError
 from taxadiffusion.metrics.backbones import InceptionBackbone
 
 os.environ["HF_HUB_OFFLINE"] = "1"

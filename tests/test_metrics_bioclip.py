@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 import open_clip  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from taxadiffusion.errors import UserError  # noqa: E402
+from taxadiffusion.core.errors import UserError  # noqa: E402
 from taxadiffusion.metrics.bioclip import BioCLIPScorer, lineage_prompt  # noqa: E402
 
 LEVELS = ["class", "order", "family", "genus", "species"]

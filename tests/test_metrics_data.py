@@ -13,15 +13,13 @@ import pandas as pd
 import pytest
 import torch
 import webdataset as wds
+import yaml
+from params_util import make_params, params_dict
 from PIL import Image
 
-import yaml
-
 from taxadiffusion.config import Params
-from taxadiffusion.errors import UserError
+from taxadiffusion.core.errors import UserError
 from taxadiffusion.metrics.data import read_generated, read_real
-
-from params_util import make_params, params_dict
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from taxadiffusion.errors import UserError
+from taxadiffusion.core.errors import UserError
 from taxadiffusion.metrics.lpips_metric import LPIPSMetric, pair_count
 
 os.environ["HF_HUB_OFFLINE"] = "1"

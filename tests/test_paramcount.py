@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from taxadiffusion import paramcount
-from taxadiffusion.errors import UserError
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.tools import paramcount
 
 torch.set_num_threads(1)
 
@@ -50,7 +50,7 @@ def test_command_json_matches_table_s1(tmp_path):
     start = time.monotonic()
     # Run from another folder: the assets must be found next to the package, not in the cwd.
     proc = subprocess.run(
-        [sys.executable, "-m", "taxadiffusion.paramcount", "--json"],
+        [sys.executable, "-m", "taxadiffusion", "paramcount", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     elapsed = time.monotonic() - start

@@ -7,7 +7,7 @@ ignored files: exactly what a `git clone` would hold once everything is committe
   stage (README's sweep promise; dvc.yaml lists `guidance_scale` for `generate` only), and the new
   metrics were really computed at scale 8;
 - `seed=1` would re-run training, generation and the probe but no data stage (`dvc status`);
-- `python -m taxadiffusion.sweep` reads the real `dvc exp show --json` of that repo.
+- `taxadiffusion sweep` reads the real `dvc exp show --json` of that repo.
 Takes about 4 minutes on one core (about 25 stage processes, each importing torch for ~8 s).
 """
 
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from conftest import REPO, tiny_params, write_params
 
 # Stages that must not run again when only the guidance scale changes.
@@ -144,7 +143,7 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     write_params(repo, reseeded)
 
     # 4. the sweep plot from the real `dvc exp show --json` of this repo
-    _run([sys.executable, "-m", "taxadiffusion.sweep", "--out", "metrics/guidance_sweep.png"], repo, 300)
+    _run([sys.executable, "-m", "taxadiffusion", "sweep", "--out", "metrics/guidance_sweep.png"], repo, 300)
     table = pd.read_csv(repo / "metrics" / "guidance_sweep.csv")
     assert sorted(table["guidance_scale"]) == sorted([default_scale, 8.0])
     assert table["probe.fid"].notna().all()

@@ -13,13 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from params_util import make_params, params_dict
 from PIL import Image
 
-from taxadiffusion import prepare as P
-from taxadiffusion.errors import UserError
-from taxadiffusion.readers import BIOSCAN_FILENAMES
-
-from params_util import make_params, params_dict
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.data import prepare as P
+from taxadiffusion.data.readers import BIOSCAN_FILENAMES
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).parent / "fixtures"
@@ -381,7 +380,7 @@ def _partial_params(tmp_path: Path, finest: str, check_images: str = "none"):
 
 
 def test_partial_lineages_kept_for_training_only(tmp_path):
-    from taxadiffusion.plan import make_plan
+    from taxadiffusion.sampling.plan import make_plan
 
     report = _prepare(_partial_params(tmp_path, "class"), tmp_path / "out")
     table, taxonomy, _ = _read_outputs(tmp_path / "out")
@@ -414,8 +413,9 @@ def test_rows_each_training_level_uses_on_a_fishnet_shaped_table(tmp_path):
 
 
 def test_partial_lineages_reach_the_trainer_through_the_shards(tmp_path):
+    from taxadiffusion.data.shard import write_shards
+    from taxadiffusion.data.shard_reader import load_split_arrays
     from taxadiffusion.models.conditioner import lineage_texts
-    from taxadiffusion.shard import load_split_arrays, write_shards
 
     params = _partial_params(tmp_path, "class", check_images="header")
     for _, row in pd.read_csv(params.dataset.metadata, dtype=str, keep_default_na=False).iterrows():

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from params_util import REPO
+
 from taxadiffusion.config import load_params, read_params_dict
 
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
@@ -41,7 +41,7 @@ def test_preset_is_valid_and_has_the_papers_settings(path):
 
 
 def test_fishnet_preset_parameter_count_is_table_s1():
-    out = subprocess.run([sys.executable, "-m", "taxadiffusion.paramcount", "--params", str(REPO / "presets" / "fishnet.yaml")],
+    out = subprocess.run([sys.executable, "-m", "taxadiffusion", "paramcount", "--params", str(REPO / "presets" / "fishnet.yaml")],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith("TaxaDiffusion"))

@@ -9,12 +9,20 @@ import os
 import numpy as np
 import pytest
 import torch
+from test_metrics_data import (
+    LEVELS,
+    WORLD,
+    draw,
+    metrics_params,
+    run_stage,
+    write_generated,
+    write_params_yaml,
+    write_shards,
+)
 
-from taxadiffusion.errors import UserError
+from taxadiffusion.core.errors import UserError
 from taxadiffusion.metrics.data import read_generated
 from taxadiffusion.metrics.probe import load_probe, save_probe, train_probe
-from test_metrics_data import (LEVELS, WORLD, draw, metrics_params, run_stage, write_generated, write_params_yaml,
-                               write_shards)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)

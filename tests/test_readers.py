@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from taxadiffusion.errors import UserError
-from taxadiffusion.readers import BIOSCAN_FILENAMES, FISHNET_HEADER, read_dataset
-
 from params_util import section
+
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.data.readers import BIOSCAN_FILENAMES, FISHNET_HEADER, read_dataset
 
 FIX = Path(__file__).parent / "fixtures"
 LEVELS = ["class", "order", "family", "genus", "species"]

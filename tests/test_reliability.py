@@ -20,17 +20,18 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, run_stage, tiny_params, write_params
+from test_metrics_data import LEVELS, metrics_params, write_generated, write_shards
+
 from taxadiffusion.cli import os_error_line
-from taxadiffusion.errors import UserError
-from taxadiffusion.files import atomic_dir, atomic_path, remove_stale_temps
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.files import atomic_dir, atomic_path, remove_stale_temps
+from taxadiffusion.core.names import MAX_LEN, PathNames, TreeNames
+from taxadiffusion.core.text import markdown_cell, plain_text
 from taxadiffusion.metrics.cache import FeatureCache
 from taxadiffusion.metrics.evaluate import evaluate
 from taxadiffusion.metrics.probe import fit_probe_on_shards, load_probe
 from taxadiffusion.metrics.tables import to_markdown, write_tables
-from taxadiffusion.names import MAX_LEN, PathNames, TreeNames, markdown_cell, plain_text
-from test_metrics_data import LEVELS, metrics_params, write_generated, write_shards
 
 HOSTILE = ["Colgen ab/cd", "Colgen ab_cd", "Colgen ab_cd__2", "A/B", "A_B", ".", "..", "...", "Abc", "abc", "ABC",
            "x" * 300, "ü" * 200, "con", "all", "a" * 96 + "-0123456789", " lead", "trail.", "</script>", ""]
@@ -193,7 +194,7 @@ def test_stage_reports_an_os_error_as_one_line(tmp_path):
 
 
 def test_generation_paths_never_collide_for_hostile_names():
-    from taxadiffusion.plan import make_plan, plan_images
+    from taxadiffusion.sampling.plan import make_plan, plan_images
 
     species = ["Colgen ab/cd", "Colgen ab_cd", "Colgen ab_cd__2", "Colgen AB_CD", "Colgen " + "z" * 300, ".hidden"]
     rows = [{"class": cls, "order": "O", "family": "F", "genus": "Colgen", "species": sp, "split": "test", "row": i}

@@ -19,15 +19,22 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from test_metrics_data import (
+    LEVELS,
+    metrics_params,
+    run_stage,
+    run_stage_here,
+    write_generated,
+    write_params_yaml,
+    write_shards,
+)
 
-from taxadiffusion.errors import UserError
+from taxadiffusion.core.errors import UserError
 from taxadiffusion.figures import FIGURE_FILES, FIGURES_FILE
-from taxadiffusion.figures.preview import preview_name
 from taxadiffusion.metrics.evaluate import evaluate
 from taxadiffusion.metrics.probe import fit_probe_on_shards
-from taxadiffusion.report import SECTIONS, build_report
-from test_metrics_data import (LEVELS, metrics_params, run_stage, run_stage_here, write_generated,
-                               write_params_yaml, write_shards)
+from taxadiffusion.report.build import SECTIONS, build_report
+from taxadiffusion.training.previews import preview_name
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)

@@ -18,9 +18,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from taxadiffusion.report import SECTIONS
 from test_report import full_report
+
+from taxadiffusion.report.build import SECTIONS
 
 CHECK = """<script>
 window.__errors = [];

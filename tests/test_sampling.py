@@ -4,21 +4,24 @@ calls that make pixels independent of the batch."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-
+import yaml
 from model_fixtures import make_level_dir, tiny_model_config
-from taxadiffusion.errors import UserError
+
+from taxadiffusion.core.errors import UserError
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.taxa import load_taxa_model
-from taxadiffusion.sampler import FixedRowsUNet, fixed_rows, prepare_unet_for_sampling
-from taxadiffusion.sampling import guided_step_output, initial_noise, make_scheduler, sample
+from taxadiffusion.sampling.denoise import guided_step_output, initial_noise, make_scheduler, sample
+from taxadiffusion.sampling.level_sampler import FixedRowsUNet, fixed_rows, prepare_unet_for_sampling
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
 
+REPO = Path(__file__).resolve().parents[1]
 SCHED = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
          "prediction_type": "epsilon", "clip_sample": False, "steps_offset": 1, "set_alpha_to_one": False}
 
@@ -88,9 +91,17 @@ def test_initial_noise_is_per_image():
     assert not torch.equal(both[0], both[1])
 
 
-def test_unknown_sampler_is_a_user_error():
-    with pytest.raises(UserError, match="generate.sampler='euler'"):
-        make_scheduler("euler", SCHED)
+def test_every_sampler_of_the_vocabulary_has_a_scheduler_and_only_those():
+    """`generate.sampler` is validated once, when params.yaml is read; make_scheduler serves exactly that list."""
+    from taxadiffusion.config import SAMPLERS, section_from_dict
+    from taxadiffusion.sampling.denoise import SCHEDULERS
+
+    assert tuple(SCHEDULERS) == SAMPLERS
+    for name in SAMPLERS:
+        assert make_scheduler(name, SCHED).config.num_train_timesteps == SCHED["num_train_timesteps"]
+    generate = yaml.safe_load((REPO / "params.yaml").read_text())["generate"]
+    with pytest.raises(UserError, match="generate.sampler='euler': expected one of pndm, ddpm, ddim, dpmsolver"):
+        section_from_dict("generate", {**generate, "sampler": "euler"})
 
 
 def test_fixed_rows_calls_have_one_shape_and_keep_order():

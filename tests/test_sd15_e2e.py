@@ -24,9 +24,8 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import tiny_params, write_params
+from PIL import Image
 from sd15_fixture import RESOLUTION, make_mini_sd15, mini_sd15_params
 from test_pipeline_e2e import RUNNING, _copy_checkout, _dvc, _env, _git
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from params_util import make_params, params_dict
 from PIL import Image
 
-from taxadiffusion import images as I
-from taxadiffusion.errors import UserError
-from taxadiffusion.prepare import prepare
-from taxadiffusion.shard import iter_shard_samples, load_split_arrays, write_shards
-
-from params_util import make_params, params_dict
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.data import image_files as I
+from taxadiffusion.data.prepare import prepare
+from taxadiffusion.data.shard import write_shards
+from taxadiffusion.data.shard_reader import iter_shard_samples, load_split_arrays
 
 REPO = Path(__file__).resolve().parents[1]
 RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
@@ -160,7 +160,7 @@ def test_shards_follow_the_contract_and_are_byte_identical(tmp_path):
 
 
 def test_shards_appear_under_the_final_name_only_when_complete(tmp_path, monkeypatch):
-    """The shard folder is built under a temporary name and swapped in whole (taxadiffusion/shard.py): nothing
+    """The shard folder is built under a temporary name and swapped in whole (taxadiffusion/data/shard.py): nothing
     is under ``out`` until every shard and ``index.json`` is complete, and a failed run keeps the old shards."""
     params = _prepared(tmp_path)
     out = tmp_path / "out"

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
-
 from params_util import make_params, section
 from sd15_fixture import make_mini_sd15
-from taxadiffusion.draw import draw_grid
+
+from taxadiffusion.core.lineage import image_seed, lineage_key
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.level import LevelConfig, build_level_model, write_level
-from taxadiffusion.plan import image_seed, lineage_key
-from taxadiffusion.specs import progressive_spec
+from taxadiffusion.sampling.draw import draw_grid
+from taxadiffusion.training.specs import progressive_spec
 
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = ["class", "order", "family", "genus", "species"]

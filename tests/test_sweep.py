@@ -1,4 +1,4 @@
-"""`python -m taxadiffusion.sweep`: guidance-scale sweep plot + CSV from `dvc exp show --json`.
+"""`taxadiffusion sweep`: guidance-scale sweep plot + CSV from `dvc exp show --json`.
 
 The document below has the exact shape dvc 3.67.1 writes (captured from a real `dvc exp run` / `dvc exp run
 --queue` + `dvc queue start` in a scratch repo): a list of revisions, each ``{rev, name, data: {rev, timestamp,
@@ -17,10 +17,10 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
-from taxadiffusion.errors import UserError
-from taxadiffusion.sweep import collect, main
+
+from taxadiffusion.analysis.sweep import collect, main
+from taxadiffusion.core.errors import UserError
 
 STEPS = 250
 
@@ -115,7 +115,7 @@ def test_cli_writes_plot_and_csv(tmp_path):
     doc.write_text(json.dumps(exp_show_doc()))
     out = tmp_path / "plots" / "guidance_sweep.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "taxadiffusion.sweep", "--json", str(doc), "--out", str(out),
+        [sys.executable, "-m", "taxadiffusion", "sweep", "--json", str(doc), "--out", str(out),
          "--metric", "probe.fid", "--metric", "probe.dist"],
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
         timeout=120,

@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from taxadiffusion import animals as A
-from taxadiffusion import synthetic as S
-from taxadiffusion.config import SynthesizeConfig
-from taxadiffusion.errors import UserError
-
 from params_util import params_dict, section
+
+from taxadiffusion.config import SynthesizeConfig
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.data import animals as A
+from taxadiffusion.data import synthesize as S
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,6 +4,7 @@ folder schema, step checkpoints and the base stage's latents."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,12 +18,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import REPO, free_port, run_stage, tiny_params, write_params
 from model_fixtures import LEVELS, make_level_dir, tiny_model_config
 from params_util import make_params, section
-from taxadiffusion.errors import UserError
+from safetensors.torch import load_file
+
+from taxadiffusion.core.errors import UserError
 from taxadiffusion.models.level import TRAIN_CONFIG, LevelConfig, check_level_dir
 
 
@@ -114,8 +115,8 @@ def test_frozen_parameters_untouched_in_a_step():
     from taxadiffusion.models.base import load_base
     from taxadiffusion.models.conditioner import ConditionerConfig, TaxonomyConditioner
     from taxadiffusion.models.lora import add_lora
-    from taxadiffusion.specs import TrainSpec
-    from taxadiffusion.training import TrainModel, configure_trainable
+    from taxadiffusion.models.train_spec import TrainSpec
+    from taxadiffusion.training.run import TrainModel, configure_trainable
 
     base = load_base(tiny_model_config())
     add_lora(base.unet, 4, 4)
@@ -139,15 +140,15 @@ def test_default_training_schedule_is_the_one_the_sampler_uses():
     """params.yaml's train.noise_schedule (default `base`) trains on the base model's own betas, the ones
     generation reads; `linear` (official code) and a bad name behave as documented."""
     from taxadiffusion.models.base import load_base
-    from taxadiffusion.training import noise_scheduler
+    from taxadiffusion.training.noise import noise_scheduler
 
     base = load_base(tiny_model_config())
     sched = noise_scheduler(base, make_params().train.noise_schedule)
     assert sched.config.beta_schedule == base.scheduler_config["beta_schedule"] == "squaredcos_cap_v2"
     assert sched.config.prediction_type == "v_prediction"
     assert noise_scheduler(base, "linear").config.beta_schedule == "linear"
-    with pytest.raises(UserError, match="train.noise_schedule"):
-        noise_scheduler(base, "cosine")
+    with pytest.raises(UserError, match="train.noise_schedule='cosine': expected one of base, scaled_linear"):
+        dataclasses.replace(make_params().train, noise_schedule="cosine")  # validated once, when params are read
     odd = SimpleNamespace(scheduler_config={**base.scheduler_config, "prediction_type": "sample"}, source="some/base")
     with pytest.raises(UserError, match=r"some/base: scheduler prediction_type='sample'; training supports epsilon or v_prediction"):
         noise_scheduler(odd, "base")
@@ -160,7 +161,7 @@ def test_forward_process_equals_the_hand_written_one(schedule, prediction):
     x_t = sqrt(a) x0 + sqrt(1 - a) eps, v = sqrt(a) eps - sqrt(1 - a) x0 at every timestep."""
     from diffusers import DDPMScheduler
 
-    from taxadiffusion.training import forward_process
+    from taxadiffusion.training.noise import forward_process
 
     s = DDPMScheduler.from_config(dict(num_train_timesteps=1000, beta_schedule=schedule, beta_start=0.00085,
                                        beta_end=0.012, prediction_type=prediction))
@@ -266,7 +267,7 @@ def test_corrupt_newest_checkpoint_is_skipped(data_workspace, tmp_path):
 
 
 def test_checkpoint_detects_flipped_and_truncated_bytes(tmp_path):
-    from taxadiffusion.checkpoints import read_checkpoint, write_checkpoint_file
+    from taxadiffusion.training.checkpoints import read_checkpoint, write_checkpoint_file
 
     tensors = {"model/w": torch.randn(64, 64), "optimizer/0/step": torch.tensor(3.0),
                "optimizer/0/exp_avg": torch.randn(64, 64)}
@@ -330,7 +331,7 @@ def test_level_config_errors_name_the_file(tmp_path, damage, message):
 
 
 def test_sd_baseline_folder_loads_prompt_only(tmp_path):
-    from taxadiffusion.methods import train_method
+    from taxadiffusion.comparison.train import train_method
     from taxadiffusion.models.taxa import load_taxa_model
 
     out = train_method("sd", section("train"), model_cfg=tiny_model_config(), levels=LEVELS, seed=0,
@@ -343,16 +344,19 @@ def test_sd_baseline_folder_loads_prompt_only(tmp_path):
 
 
 def test_method_specs_carry_their_lr_and_budget():
-    from taxadiffusion.specs import METHODS, TrainSpec, method_spec, progressive_spec
+    from taxadiffusion.comparison.methods import check_method, method_spec
+    from taxadiffusion.config import METHOD_NAMES
+    from taxadiffusion.models.train_spec import TrainSpec
+    from taxadiffusion.training.specs import progressive_spec
 
     cfg = section("train", {"lr_first": 1e-4, "lr": 1e-5, "steps": 7})
     assert [progressive_spec(cfg, LEVELS, lv).lr for lv in LEVELS] == [1e-4] + [1e-5] * 4
-    specs = {m: method_spec(cfg, LEVELS, m) for m in METHODS}
+    specs = {m: method_spec(cfg, LEVELS, m) for m in METHOD_NAMES}
     assert {m for m, s in specs.items() if s is None} == {"taxadiffusion", "sd", "cfg"}
     assert specs["full"].lr == 1e-5 and specs["lora"].lr == specs["joint"].lr == 1e-4
     assert all(s.steps == 7 * len(LEVELS) for s in specs.values() if s is not None)
-    with pytest.raises(UserError, match="unknown"):
-        method_spec(cfg, LEVELS, "dreambooth")
+    with pytest.raises(UserError, match="--method 'dreambooth': expected one of taxadiffusion, sd"):
+        check_method("dreambooth")
     with pytest.raises(TypeError):  # keyword-only, every field stated
         TrainSpec("lora", None, 0, (), True, False, False, True, 1e-4, 7)
     with pytest.raises(TypeError):
@@ -379,14 +383,6 @@ def test_no_torch_load_with_pickles():
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not offenders, f"torch.load without weights_only=True: {offenders}"
     assert tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6), "weights_only defaults to True from 2.6"
-
-
-def test_models_package_does_not_import_the_stages():
-    """models/ is the model code; the stages' work (training, latents, base stage) imports it, not the reverse."""
-    for path in sorted((REPO / "taxadiffusion" / "models").glob("*.py")):
-        text = path.read_text()
-        for name in ("training", "latents", "base_stage", "methods", "generation"):
-            assert f"from ..{name} import" not in text and f"taxadiffusion.{name}" not in text, (path.name, name)
 
 
 def test_params_rewritten_by_dvc_exp_run_still_load(tmp_path):

@@ -1,8 +1,8 @@
-"""Training curves of a killed and resumed run (taxadiffusion/trainlog.py) equal an uninterrupted run's."""
+"""Training curves of a killed and resumed run (taxadiffusion/training/curves.py) equal an uninterrupted run's."""
 
 from __future__ import annotations
 
-from taxadiffusion.trainlog import open_live
+from taxadiffusion.training.curves import open_live
 
 
 def _run(live_dir, steps: int, log_every: int, start: int = 0, killed_after: int | None = None) -> None:

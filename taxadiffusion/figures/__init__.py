@@ -1,9 +1,9 @@
-"""The paper's supplementary figures as pipeline outputs, and training previews (docs/figures.md).
+"""Stage ``figures``: the paper's supplementary figures as pipeline outputs (docs/figures.md).
 
 - Fig. S2 (:mod:`.embeddings`): taxon embeddings of the frozen text encoder vs the trained condition module;
 - Fig. S5 (:mod:`.guidance`): the same seeds at several guidance scales, next to real training images;
 - Fig. S6 (:mod:`.attention`): the UNet's cross-attention per taxonomic level;
-- previews (:mod:`.preview`): small fixed-seed grids the training loop writes.
+- the training previews' file names (drawn by :mod:`taxadiffusion.training.previews`, shown by the report).
 
 :func:`.build.make_figures` is the ``figures`` stage. This module only names the files (the report reads
 them without importing the model code).

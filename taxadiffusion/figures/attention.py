@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor
 
-from ..models.conditioner import lineage_texts
-from ..models.taxa import TaxaModel
-from ..plan import image_seed, lineage_key
-from ..sampler import TaxaSampler
-from ..sampling import make_scheduler, sample, to_uint8
-from . import layout
+from taxadiffusion.core.lineage import image_seed, lineage_key
+from taxadiffusion.figures import layout
+from taxadiffusion.models.conditioner import lineage_texts
+from taxadiffusion.models.taxa import TaxaModel
+from taxadiffusion.sampling.denoise import make_scheduler, sample, to_uint8
+from taxadiffusion.sampling.level_sampler import TaxaSampler
 
 
 class RecordingProcessor(AttnProcessor):

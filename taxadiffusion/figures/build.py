@@ -13,17 +13,16 @@ import logging
 import time
 from pathlib import Path
 
-from ..config import ModelConfig, SamplingConfig
-from ..errors import UserError
-from ..files import atomic_dir, write_json
-from ..models.level import check_level_dir
-from ..plan import lineage_key
-from ..sampler import load_sampler
-from . import FIGURE_FILES, FIGURES_FILE, select
-from .attention import attention_figure
-from .embeddings import embedding_figure
-from .guidance import guidance_figure
-from ..config import FiguresConfig
+from taxadiffusion.config import FiguresConfig, ModelConfig, SamplingConfig
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.files import atomic_dir, write_json
+from taxadiffusion.core.lineage import lineage_key
+from taxadiffusion.figures import FIGURE_FILES, FIGURES_FILE, select
+from taxadiffusion.figures.attention import attention_figure
+from taxadiffusion.figures.embeddings import embedding_figure
+from taxadiffusion.figures.guidance import guidance_figure
+from taxadiffusion.models.level import check_level_dir
+from taxadiffusion.sampling.level_sampler import load_sampler
 
 log = logging.getLogger(__name__)
 MIN_EMBEDDED_TAXA = 4  # t-SNE and a silhouette need a few points

@@ -20,8 +20,8 @@ import io
 import numpy as np
 import torch
 
-from ..models.conditioner import lineage_texts
-from ..models.taxa import TaxaModel
+from taxadiffusion.models.conditioner import lineage_texts
+from taxadiffusion.models.taxa import TaxaModel
 
 
 @torch.no_grad()

@@ -16,10 +16,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..plan import image_seed, lineage_key
-from ..sampler import DECODE_ROWS, TaxaSampler, fixed_rows
-from ..sampling import make_scheduler, sample, to_uint8
-from . import layout
+from taxadiffusion.core.lineage import image_seed, lineage_key
+from taxadiffusion.figures import layout
+from taxadiffusion.sampling.denoise import make_scheduler, sample, to_uint8
+from taxadiffusion.sampling.level_sampler import DECODE_ROWS, TaxaSampler, fixed_rows
 
 
 @torch.no_grad()

@@ -17,14 +17,14 @@ import pandas as pd
 import webdataset as wds
 from PIL import Image
 
-from .. import plan
-from ..plan import NONE
-from ..shard import shard_urls
+from taxadiffusion.core.lineage import NONE
+from taxadiffusion.data.shard_reader import shard_urls
+from taxadiffusion.sampling.plan import read_table as plan_read_table
 
 
 def read_table(prepared_dir: str | Path, levels: list[str]) -> pd.DataFrame:
     """``<prepared>/table.parquet``: the level columns and ``split`` as text, checked (``plan.read_table``)."""
-    return plan.read_table(prepared_dir, levels)[[*levels, "split"]].astype(str)
+    return plan_read_table(prepared_dir, levels)[[*levels, "split"]].astype(str)
 
 
 def taxon(names, levels: list[str]) -> dict:

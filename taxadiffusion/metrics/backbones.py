@@ -17,9 +17,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..device import default_device  # the pretrained metric networks use the GPU when there is one;
-from ..errors import UserError        # the probe stays on the CPU (tiny, and bit-stable for the feature cache)
-from ..files import sha256_file
+from taxadiffusion.core.device import default_device  # the pretrained metric networks use the GPU when there is one;
+from taxadiffusion.core.errors import (
+    UserError,  # the probe stays on the CPU (tiny, and bit-stable for the feature cache)
+)
+from taxadiffusion.core.files import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..device import default_device
-from .backbones import LOAD_ERRORS, one_line
+from taxadiffusion.core.device import default_device
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.metrics.backbones import LOAD_ERRORS, one_line
 
 log = logging.getLogger(__name__)
 

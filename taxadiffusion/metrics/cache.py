@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..files import atomic_path
-from ..names import readable
+from taxadiffusion.core.files import atomic_path
+from taxadiffusion.core.names import readable
 
 log = logging.getLogger(__name__)
 

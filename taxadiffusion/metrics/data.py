@@ -21,8 +21,9 @@ import webdataset as wds
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from .. import shard
-from ..errors import UserError
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.data.shard_reader import read_index as read_shard_index
+from taxadiffusion.data.shard_reader import shard_urls
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,8 @@ class ImageSet:
 
 
 def read_index(shards_dir: str | Path, levels: list[str]) -> dict:
-    """``index.json`` (via ``taxadiffusion.shard``), checked against ``params.levels``."""
-    index = shard.read_index(shards_dir)
+    """``index.json`` (via ``taxadiffusion.data.shard_reader``), checked against ``params.levels``."""
+    index = read_shard_index(shards_dir)
     if list(index.get("levels", levels)) != list(levels):
         path = Path(shards_dir) / "index.json"
         raise UserError(f"{path}: levels {index.get('levels')} differ from params.yaml levels {list(levels)}; re-run shard")
@@ -104,12 +105,12 @@ def read_index(shards_dir: str | Path, levels: list[str]) -> dict:
 
 
 def read_real(shards_dir: str | Path, splits: Sequence[str], levels: list[str]) -> ImageSet:
-    """Read the given splits of ``data/shards``; PNG bytes stay encoded (``taxadiffusion.shard`` decodes them,
+    """Read the given splits of ``data/shards``; PNG bytes stay encoded (``taxadiffusion.data.shard_reader`` decodes them,
     which would hold a paper-scale split decoded in memory)."""
     index = read_index(shards_dir, levels)
     out = ImageSet(levels=list(levels))
     for split in splits:
-        urls = shard.shard_urls(shards_dir, split)
+        urls = shard_urls(shards_dir, split)
         for url in urls:
             if not Path(url).exists():
                 raise UserError(f"{url}: shard listed in {Path(shards_dir) / 'index.json'} not found")

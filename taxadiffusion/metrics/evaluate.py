@@ -20,15 +20,15 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from ..config import EvaluateConfig
-from ..files import write_json
-from .cache import FeatureCache
-from .data import REAL_SPLITS, ImageSet, read_generated, read_plan, read_real
-from .frechet import frechet_distance
-from .grids import write_grids
-from .probe import level_accuracy, load_probe
-from .rarity import acc_by_rarity, train_counts
-from .tables import write_tables
+from taxadiffusion.config import EvaluateConfig
+from taxadiffusion.core.files import write_json
+from taxadiffusion.metrics.cache import FeatureCache
+from taxadiffusion.metrics.data import REAL_SPLITS, ImageSet, read_generated, read_plan, read_real
+from taxadiffusion.metrics.frechet import frechet_distance
+from taxadiffusion.metrics.grids import write_grids
+from taxadiffusion.metrics.probe import level_accuracy, load_probe
+from taxadiffusion.metrics.rarity import acc_by_rarity, train_counts
+from taxadiffusion.metrics.tables import write_tables
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,13 @@ class Backbones:
         # The pretrained backbones are imported only when asked for: torch-fidelity, lpips and open_clip
         # are heavy, and the default run (probe only) never needs them.
         if "inception" in asked:
-            from .backbones import InceptionBackbone
+            from taxadiffusion.metrics.backbones import InceptionBackbone
 
             self.features.append(InceptionBackbone(cfg.inception_weights))
         nets = sorted({n for n in ("vgg", "alex") if n in asked} | ({cfg.lpips_net} if "lpips" in asked else set()))
         self.lpips = []
         if nets:
-            from .lpips_metric import LPIPSMetric
+            from taxadiffusion.metrics.lpips_metric import LPIPSMetric
 
             for net in nets:
                 # evaluate.lpips_weights is the trunk file of evaluate.lpips_net.
@@ -76,7 +76,7 @@ class Backbones:
                 self.lpips.append(LPIPSMetric(net, weights))
         self.bioclip = None
         if "bioclip" in asked:
-            from .bioclip import BioCLIPScorer
+            from taxadiffusion.metrics.bioclip import BioCLIPScorer
 
             self.bioclip = BioCLIPScorer(cfg.bioclip_model, cfg.bioclip_template, levels)
 

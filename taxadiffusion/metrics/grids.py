@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..files import atomic_path
-from ..names import PathNames
-from .data import ImageSet
+from taxadiffusion.core.files import atomic_path
+from taxadiffusion.core.names import PathNames
+from taxadiffusion.metrics.data import ImageSet
 
 LABEL_W = 150
 HEADER_H = 16

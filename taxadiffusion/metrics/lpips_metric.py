@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from ..device import default_device
-from ..files import sha256_file
-from .backbones import LOAD_ERRORS, missing_weights, one_line, resolve_weights
+from taxadiffusion.core.device import default_device
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.files import sha256_file
+from taxadiffusion.metrics.backbones import LOAD_ERRORS, missing_weights, one_line, resolve_weights
 
 NETS = ("vgg", "alex")
 # AlexNet's pooling stack needs ~31 px; images below this size (the 32 px tiny preset, 16 px tests) are

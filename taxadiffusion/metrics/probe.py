@@ -21,10 +21,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..config import ProbeConfig
-from ..errors import UserError
-from ..files import atomic_path, read_json, sha256_file, write_json
-from .data import read_index, read_real
+from taxadiffusion.config import ProbeConfig
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.files import atomic_path, read_json, sha256_file, write_json
+from taxadiffusion.metrics.data import read_index, read_real
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import Optional
 
 import numpy as np
 
-from .. import shard
-from ..errors import UserError
-from ..plan import NONE
-from .data import read_index
-from .probe import level_accuracy
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.lineage import NONE
+from taxadiffusion.data.shard_reader import shard_urls
+from taxadiffusion.metrics.data import read_index
+from taxadiffusion.metrics.probe import level_accuracy
 
 # (name, fewest, most training images; None: no upper bound). A constant, not a param: tables stay comparable.
 RARITY_BUCKETS: tuple[tuple[str, int, Optional[int]], ...] = (("1-2", 1, 2), ("3-5", 3, 5), ("6-20", 6, 20),
@@ -47,7 +47,7 @@ def train_counts(shards_dir: str | Path, levels: list[str]) -> Counter:
     index = read_index(shards_dir, levels)
     counts: Counter = Counter()
     n = 0
-    for url in shard.shard_urls(shards_dir, "train"):
+    for url in shard_urls(shards_dir, "train"):
         try:
             with tarfile.open(url) as tar:
                 for member in tar:

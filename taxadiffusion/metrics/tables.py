@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..files import atomic_dir, atomic_path, write_text
-from ..names import PathNames, markdown_cell, plain_text
+from taxadiffusion.core.files import atomic_dir, atomic_path, write_text
+from taxadiffusion.core.names import PathNames
+from taxadiffusion.core.text import markdown_cell, plain_text
 
 DAGGER = "†"
 

@@ -21,10 +21,10 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..config import PRESETS, ModelConfig
-from ..errors import UserError
-from ..files import read_json, sha256_file
-from .tiny import SpaceToDepthVAE
+from taxadiffusion.config import PRESETS, ModelConfig
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.files import read_json, sha256_file
+from taxadiffusion.models.tiny import SpaceToDepthVAE
 
 SD15_DEFAULT = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_DEFAULT = "assets/tiny-base"
@@ -199,7 +199,7 @@ def verify_tiny(folder: str | Path) -> dict:
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
-        raise UserError(f"{manifest_path}: missing; the tiny base must be pretrained first (python -m taxadiffusion.pretrain)")
+        raise UserError(f"{manifest_path}: missing; the tiny base must be pretrained first (taxadiffusion pretrain)")
     manifest = read_json(manifest_path)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not manifest["files"]:
         raise UserError(f"{manifest_path}: no 'files' hashes to check the tiny base against")

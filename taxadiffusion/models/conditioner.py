@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import SPECIES_TEXTS
-from ..errors import UserError
-from ..files import atomic_path, read_json, write_json
+from taxadiffusion.config import SPECIES_TEXTS
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.files import atomic_path, read_json, write_json
 
 AS_WRITTEN, EPITHET = SPECIES_TEXTS
 CONDITION_FILE = "condition.safetensors"

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 
-from ..config import SPECIES_TEXTS, ModelConfig, TrainConfig
-from ..errors import UserError
-from ..files import atomic_dir, read_json, write_json
-from ..specs import TrainSpec
-from .base import BaseModel
-from .conditioner import ConditionerConfig, TaxonomyConditioner
-from .lora import add_lora, load_lora, save_lora
+from taxadiffusion.config import SPECIES_TEXTS, ModelConfig, TrainConfig
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.files import atomic_dir, read_json, write_json
+from taxadiffusion.models.base import BaseModel
+from taxadiffusion.models.conditioner import ConditionerConfig, TaxonomyConditioner
+from taxadiffusion.models.lora import add_lora, load_lora, save_lora
+from taxadiffusion.models.train_spec import TrainSpec
 
 TRAIN_CONFIG = "train_config.json"
 # TrainConfig fields a run takes from its TrainSpec instead (recorded once, in `spec`).

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
-from ..errors import UserError
-from .base import BaseModel, load_base
-from .conditioner import ModelLevels, TaxonomyConditioner, level_text, lineage_texts, species_prompt
-from .level import LevelConfig, build_level_model
-from .text_cache import TextEmbeddingCache
+from taxadiffusion.config import ModelConfig
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.models.base import BaseModel, load_base
+from taxadiffusion.models.conditioner import ModelLevels, TaxonomyConditioner, level_text, lineage_texts, species_prompt
+from taxadiffusion.models.level import LevelConfig, build_level_model
+from taxadiffusion.models.text_cache import TextEmbeddingCache
 
 
 @dataclass

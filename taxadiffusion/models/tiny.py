@@ -8,7 +8,7 @@
   serves SD1.5 latents and tiny pixels. Measured (docs/install.md): attention at 32x32 costs 5x more.
 - UNet: ``UNet2DConditionModel`` with cross-attention at the 8x8 level only.
 
-The UNet is pretrained once on the captioned *pretraining world* (``taxadiffusion.pretrain``); its weights
+The UNet is pretrained once on the captioned *pretraining world* (``taxadiffusion.tools.pretrain``); its weights
 ship in ``assets/tiny-base``.
 """
 

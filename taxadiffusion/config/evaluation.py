@@ -1,0 +1,57 @@
+"""The evaluation sections of ``params.yaml``: ``probe`` and ``evaluate``.
+
+No field has a default value (``params.yaml`` is the only source of defaults); each section validates itself in
+``__post_init__`` with :mod:`taxadiffusion.config.checks`, against the vocabularies of
+:mod:`taxadiffusion.config.vocab`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from taxadiffusion.config.checks import check_choice, check_float, check_int, check_list, check_str
+from taxadiffusion.config.vocab import BACKBONES
+
+
+@dataclass
+class ProbeConfig:
+    """The always-available metric backbone: a small classifier of the real train split. Seeded by ``seed``."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    width: int
+
+    def __post_init__(self):
+        check_int("probe.steps", self.steps, 1)
+        check_int("probe.batch_size", self.batch_size, 1)
+        self.lr = check_float("probe.lr", self.lr, 0.0, lo_open=True)
+        check_int("probe.width", self.width, 1)
+
+
+@dataclass
+class EvaluateConfig:
+    backbones: list  # probe | inception | vgg | alex | bioclip
+    inception_weights: Optional[str]  # local torch-fidelity Inception weights (offline)
+    lpips_net: str  # vgg | alex
+    lpips_weights: Optional[str]  # local torchvision backbone weights
+    bioclip_model: str  # hf-hub:imageomics/bioclip, /path/ckpt, or local-dir:/path
+    bioclip_template: str
+    min_images_for_fid: int
+    real_split: str  # test | train+test
+    batch_size: int
+    grid_species: int
+
+    def __post_init__(self):
+        for i, name in enumerate(check_list("evaluate.backbones", self.backbones)):
+            check_choice(f"evaluate.backbones[{i}]", name, BACKBONES)
+        check_str("evaluate.inception_weights", self.inception_weights, optional=True)
+        check_choice("evaluate.lpips_net", self.lpips_net, ("vgg", "alex"))
+        check_str("evaluate.lpips_weights", self.lpips_weights, optional=True)
+        check_str("evaluate.bioclip_model", self.bioclip_model)
+        check_str("evaluate.bioclip_template", self.bioclip_template)
+        check_int("evaluate.min_images_for_fid", self.min_images_for_fid, 2)
+        check_choice("evaluate.real_split", self.real_split, ("test", "train+test"))
+        check_int("evaluate.batch_size", self.batch_size, 1)
+        check_int("evaluate.grid_species", self.grid_species, 0)

@@ -1,0 +1,260 @@
+"""Stage ``train@<level>``: progressive training, one taxonomic level per run (docs/method.md §2, supplement
+A.2 / Table S1).
+
+Level 0 trains the UNet LoRA + condition module 0 (lr ``train.lr_first``); level k >= 1 trains only module k
+(lr ``train.lr``) with the UNet, its LoRA and modules < k frozen. Each level starts from its parent level's
+folder. The same code trains the baselines/ablations (:mod:`taxadiffusion.comparison.methods`).
+
+Launch (any number of processes; gloo on CPU, NCCL on GPUs): see ``stages/train.py``.
+
+Resume: a killed run, re-run with the same command, continues from its newest intact step checkpoint in
+its scratch folder (outside DVC outs); the data order, noise and dropout of every step are a function of
+(seed, rank, step) (:mod:`taxadiffusion.training.run`), so the result equals an uninterrupted run.
+Checkpoints (:mod:`taxadiffusion.training.checkpoints`) are safetensors files whose header carries the sha256
+of their tensors: a truncated or corrupt one is skipped (with a log line).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from tqdm.auto import tqdm
+
+from taxadiffusion.config import ModelConfig, PreviewConfig, TrainConfig
+from taxadiffusion.core.device import on_cpu_only
+from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.files import write_text
+from taxadiffusion.models.base import load_base
+from taxadiffusion.models.conditioner import lineage_texts, species_prompt
+from taxadiffusion.models.level import TRAIN_CONFIG, LevelConfig, build_level_model, check_level_dir, write_level
+from taxadiffusion.models.text_cache import TextEmbeddingCache
+from taxadiffusion.models.train_spec import TrainSpec
+from taxadiffusion.training.checkpoints import resume, save_checkpoint
+from taxadiffusion.training.curves import open_live
+from taxadiffusion.training.latents import latent_source
+from taxadiffusion.training.noise import forward_process, noise_scheduler
+from taxadiffusion.training.previews import TrainingPreviews
+from taxadiffusion.training.run import (
+    Run,
+    TrainModel,
+    batch_indices,
+    configure_trainable,
+    drop_levels,
+    fingerprint,
+    step_rng,
+)
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: TrainConfig, spec: TrainSpec, *, model_cfg: ModelConfig, levels: list[str], seed: int,
+          parent_dir: str | Path | None, out_dir: str | Path, shards: str | Path, latents_dir: str | Path,
+          scratch: str | Path, log_dir: str | Path, preview: PreviewConfig | None,
+          max_steps_this_run: int | None = None) -> dict:
+    """Train ``spec`` and write the level folder ``out_dir``, its curves + ``run.json`` in ``log_dir`` and its
+    timings in ``scratch/timing.json``.
+
+    ``parent_dir``: the trained level ``spec.parent`` starts from (unused when the spec has no parent:
+    level 0 and the baselines start from the base model). ``scratch``: resumable step checkpoints.
+    ``preview``: sample grids during training (:mod:`taxadiffusion.figures.preview`), or None for none.
+    The run's lr and steps are the spec's; ``cfg`` gives everything else. Returns a summary dict
+    (``{"stopped_at": step}`` when ``max_steps_this_run`` stopped it first).
+    """
+    parent_dir = Path(parent_dir) if spec.parent is not None else None
+    config = LevelConfig.for_run(spec, cfg, model_cfg, levels, seed, _parent_config(spec, parent_dir, levels))
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        cpu=on_cpu_only(),
+        # a random level per step leaves some modules without gradients in that step
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=spec.random_cut_off)],
+    )
+    if accelerator.device.type == "cpu" and accelerator.num_processes > 1:
+        torch.set_num_threads(1)  # one thread per rank on CPU (docs/install.md)
+    set_seed(seed + accelerator.process_index)
+    run = build_run(accelerator, cfg, spec, config, parent_dir, shards, latents_dir)
+    scratch = Path(scratch)
+    fp = fingerprint(config, parent_dir)
+    start_step = resume(scratch, fp, run)
+    summary = _loop(run, scratch, fp, start_step, max_steps_this_run, preview)
+    if "stopped_at" in summary:
+        return summary
+    if accelerator.is_main_process:
+        _write_outputs(Path(out_dir), Path(log_dir), scratch, config, run.raw, summary)
+        shutil.rmtree(scratch / "checkpoints", ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def _parent_config(spec: TrainSpec, parent_dir: Path | None, levels: list[str]) -> LevelConfig | None:
+    if spec.parent is None:
+        return None
+    if not (parent_dir / TRAIN_CONFIG).exists():
+        raise UserError(f"{parent_dir}: parent level not trained yet (run `dvc repro train@{spec.parent}`)")
+    parent = check_level_dir(parent_dir, levels, list(levels).index(spec.parent))
+    if parent.level != spec.parent:
+        raise UserError(f"{parent_dir}: holds level {parent.level!r}, but {spec.name!r} trains from {spec.parent!r}")
+    return parent
+
+
+def build_run(accelerator: Accelerator, cfg: TrainConfig, spec: TrainSpec, config: LevelConfig,
+              parent_dir: Path | None, shards, latents_dir) -> Run:
+    """The model (from the parent's folder, or new), its optimiser, the latents and the text cache."""
+    device = accelerator.device
+    base = load_base(config.model, device=device)
+    unet, conditioner = build_level_model(base, config, parent_dir)
+    configure_trainable(unet, conditioner, spec)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    # fp32 trainable params even under fp16/bf16 autocast (diffusers `cast_training_params` practice)
+    raw = TrainModel(unet, conditioner).to(device)
+    trainable = [p for p in raw.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=spec.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                            weight_decay=cfg.weight_decay)
+    model, opt = accelerator.prepare(raw, opt)
+    latents = latent_source(base, shards, latents_dir if config.model.preset == "sd15" else None)
+    return Run(
+        accelerator=accelerator, cfg=cfg, spec=spec, levels=list(config.levels), seed=config.seed, base=base,
+        config=config, model=model,
+        raw=accelerator.unwrap_model(model), opt=opt, trainable=trainable, latents=latents,
+        lineages=latents.lineages, cache=TextEmbeddingCache(base.text_encoder, base.tokenizer, device=device),
+        scheduler=noise_scheduler(base, cfg.noise_schedule),
+    )
+
+
+def train_step(run: Run, step: int) -> torch.Tensor:
+    """One optimiser step on global batch ``step`` (this rank's slice); returns the loss, on the device."""
+    acc, cfg, spec = run.accelerator, run.cfg, run.spec
+    gen = step_rng(run.seed, acc.process_index, step)
+    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # dropout: resumable too
+    idx = batch_indices(len(run.latents), cfg.batch_size, acc.num_processes, acc.process_index, step, run.seed)
+    x0 = run.latents.batch(idx, gen).to(acc.device)  # sd15: a fresh VAE posterior sample, drawn from gen
+    hidden, cut = _condition_inputs(run, idx, gen)
+    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+    t = torch.randint(0, run.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
+    noisy, target = forward_process(run.scheduler, x0, noise, t)
+    with acc.autocast():
+        pred = run.model(noisy, t, hidden, cut, spec.prompt_only)
+    loss = F.mse_loss(pred.float(), target.float())
+    acc.backward(loss)
+    if acc.sync_gradients:
+        acc.clip_grad_norm_(run.trainable, cfg.max_grad_norm)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def _condition_inputs(run: Run, idx: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Text states ``[B, L, T, D]`` of the batch's (dropped-out) lineages and the step's cut-off level."""
+    spec, levels = run.spec, run.levels
+    batch = [run.lineages[i] for i in idx]
+    dropped = drop_levels(batch, levels, run.cfg.level_dropout, gen)  # drawn for every spec: same stream
+    cut = spec.cut_off
+    if spec.random_cut_off:
+        cut = int(torch.randint(0, len(levels), (1,), generator=gen))
+    if spec.prompt_only:
+        texts = [[species_prompt(lin, levels)] for lin in batch]
+    else:
+        # a partial lineage's missing names and the dropped level are "<level>: None" (docs/method.md §1.2, §2)
+        texts = [lineage_texts(levels, lin, species_text=run.cfg.species_text)[: cut + 1] for lin in dropped]
+    return run.cache.lineages(texts), cut
+
+
+def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run: int | None,
+          preview: PreviewConfig | None) -> dict:
+    """Steps ``start_step .. spec.steps``: log the loss (and previews), write step checkpoints, stop on a
+    non-finite loss."""
+    acc, cfg, spec = run.accelerator, run.cfg, run.spec
+    live = open_live(scratch / "live", start_step, cfg.log_every) if acc.is_main_process else None
+    previews = _previews(run, preview) if live is not None else None
+    bar = tqdm(total=spec.steps, initial=start_step, desc=f"train {spec.name}", disable=not acc.is_main_process)
+    first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # first non-finite step; no host sync
+    t0, last_loss, done = time.time(), None, 0
+    with bar:
+        for step in range(start_step, spec.steps):
+            loss = train_step(run, step)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            done += 1
+            bar.update(1)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == spec.steps:
+                _stop_if_diverged(run, first_bad)
+                last_loss = acc.gather(loss.reshape(1)).mean().item()
+                bar.set_postfix(loss=f"{last_loss:.4f}")
+                if live is not None:
+                    live.log_metric("loss", last_loss)
+                    live.log_metric("lr", spec.lr)
+                    live.next_step()
+            if previews is not None:
+                previews.maybe_log(live, step + 1)  # no RNG of training is drawn from (figures/preview.py)
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < spec.steps:
+                _stop_if_diverged(run, first_bad)  # a checkpoint never holds weights trained on a nan loss
+                save_checkpoint(scratch, fp, step + 1, run)
+            if max_steps_this_run is not None and done >= max_steps_this_run:
+                return {"stopped_at": step + 1}
+    if live is not None:
+        live.end()
+    seconds = time.time() - t0
+    acc.wait_for_everyone()
+    return {
+        "name": spec.name,
+        "steps": spec.steps,
+        "resumed_from": start_step,
+        "final_loss": last_loss,
+        "seconds_this_run": round(seconds, 2),
+        "processes": acc.num_processes,
+        "samples_per_second": round(done * cfg.batch_size * acc.num_processes / max(seconds, 1e-9), 2),
+    }
+
+
+def _previews(run: Run, preview: PreviewConfig | None) -> TrainingPreviews | None:
+    """Previews of a level being trained (none for the random-level ablation: no one level to show)."""
+    if preview is None or not preview.every or run.spec.random_cut_off:
+        return None
+    return TrainingPreviews(preview, base=run.base, unet=run.raw.unet, conditioner=run.raw.conditioner,
+                            cache=run.cache, config=run.config, lineages=run.lineages,
+                            cut_off=run.spec.cut_off, total_steps=run.spec.steps)
+
+
+def _stop_if_diverged(run: Run, first_bad: torch.Tensor) -> None:
+    """A nan/inf loss on any rank stops every rank with the same one-line error (nothing is written)."""
+    bad = run.accelerator.gather(first_bad.reshape(1))
+    bad = bad[bad >= 0]
+    if len(bad):
+        spec = run.spec
+        raise UserError(f"train {spec.name}: the loss became non-finite (nan/inf) at step {int(bad.min()) + 1}; "
+                        f"lower the learning rate (this run's: {spec.lr:g}; train.lr_first for level 0 and the "
+                        "LoRA/joint/random_level methods, train.lr otherwise) and re-run")
+
+
+# Summary keys that differ between runs of the same inputs (scratch/.../timing.json, not run.json).
+TIMING_KEYS = ("resumed_from", "seconds_this_run", "samples_per_second")
+
+
+def _write_outputs(out_dir: Path, log_dir: Path, scratch: Path, config: LevelConfig, raw: TrainModel,
+                   summary: dict) -> None:
+    """Curves + ``run.json`` into ``log_dir``, ``timing.json`` into ``scratch``; the level folder into ``out_dir``
+    (swapped in whole)."""
+    # Training curves (dvclive) go next to the other metrics, not inside the cached model out.
+    shutil.rmtree(log_dir, ignore_errors=True)
+    if (scratch / "live").exists():
+        shutil.copytree(scratch / "live", log_dir)
+    # declared as a DVC plots out of train@<level>: present (maybe empty) even with preview.every 0
+    (log_dir / "plots" / "images").mkdir(parents=True, exist_ok=True)
+    # The model first: run.json (the record that the run finished) only once the level folder is written.
+    write_level(out_dir, config, raw.unet, raw.conditioner)
+    # run.json holds what the same inputs always give: `report` depends on the whole log folder, so a wall time
+    # in it would change the committed dvc.lock on every fresh `dvc repro`. Timings (and where a resumed run
+    # started) go to the scratch folder. allow_nan=False: both are always valid JSON.
+    record = {k: v for k, v in summary.items() if k not in TIMING_KEYS}
+    write_text(log_dir / "run.json", json.dumps(record, indent=2, allow_nan=False) + "\n")
+    timing = {k: summary[k] for k in TIMING_KEYS}
+    write_text(scratch / "timing.json", json.dumps(timing, indent=2, allow_nan=False) + "\n")
