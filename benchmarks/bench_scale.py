@@ -1,7 +1,7 @@
 """Scale benchmark (issue 11): `base` + `train@<level 0>` at N = 2,000 / 20,000 / 100,000 training images.
 
 For each N: writes N generated 32 px training images as WebDataset shards (untimed, the shard stage's layout),
-then runs the real stage scripts in fresh processes on the miniature SD1.5 of ``tests/sd15_fixture.py`` (the
+then runs the real stage scripts in fresh processes on the miniature SD1.5 of ``tests/helpers/sd15.py`` (the
 ``sd15`` preset: VAE posteriors streamed into latent chunks by ``base``, training streaming them):
 
 1. ``stages/base.py``: wall seconds and peak RSS (``wait4`` rusage of that process);
@@ -37,7 +37,7 @@ SPECIES = 200  # lineages cycle through this many species (4 classes, 20 orders,
 
 
 def _fixture():
-    spec = importlib.util.spec_from_file_location("sd15_fixture", REPO / "tests" / "sd15_fixture.py")
+    spec = importlib.util.spec_from_file_location("sd15_fixture", REPO / "tests" / "helpers" / "sd15.py")
     module = importlib.util.module_from_spec(spec)  # the tests' miniature SD1.5 builder, not a package module
     spec.loader.exec_module(module)
     return module

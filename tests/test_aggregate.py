@@ -16,7 +16,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from helpers.params import REPO
 
 from taxadiffusion.analysis.aggregate import _setting_key, aggregate, collect, git_reader, main, run, setting_labels
 from taxadiffusion.core.errors import UserError

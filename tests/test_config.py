@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from params_util import REPO, make_params, params_dict
+from helpers.params import REPO, make_params, params_dict
 
 from taxadiffusion.config import Params, SamplingConfig, load_params, params_from_dict
 from taxadiffusion.core.errors import UserError

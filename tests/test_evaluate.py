@@ -11,15 +11,8 @@ import os
 import pandas as pd
 import pytest
 import torch
-from test_metrics_data import (
-    LEVELS,
-    metrics_params,
-    run_stage,
-    run_stage_here,
-    write_generated,
-    write_params_yaml,
-    write_shards,
-)
+from helpers.metrics_world import LEVELS, metrics_params, write_generated, write_params_yaml, write_shards
+from helpers.stages import run_repo_stage, run_stage_here
 
 from taxadiffusion.metrics.evaluate import evaluate
 from taxadiffusion.metrics.probe import fit_probe_on_shards
@@ -42,7 +35,7 @@ def test_evaluate_stage_cli(world, tmp_path):
     root, shards, gen, probe = world
     params = write_params_yaml(tmp_path, min_images_for_fid=7)  # Reptilia: 6 real test images -> flagged
     out = tmp_path / "metrics"
-    proc = run_stage("evaluate.py", "--params", params, "--shards", shards, "--generated", gen, "--probe", probe,
+    proc = run_repo_stage("evaluate.py", "--params", params, "--shards", shards, "--generated", gen, "--probe", probe,
                      "--out", out, "--cache", tmp_path / "features", tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -144,9 +137,7 @@ def test_second_run_reuses_real_features(world, tmp_path, caplog):
 
 
 def test_all_backbones_from_local_files(world, tmp_path):
-    from test_metrics_backbones import write_random_inception
-    from test_metrics_bioclip import write_tiny_clip
-    from test_metrics_lpips import write_random_alexnet
+    from helpers.backbones import write_random_alexnet, write_random_inception, write_tiny_clip
 
     root, shards, _, probe = world
     gen = write_generated(tmp_path, n=2, skip=("Corvus monedula", "Boa imperator"))  # fewer Inception forwards
@@ -202,7 +193,7 @@ def test_generated_class_without_real_images_is_reported_not_dropped(world, tmp_
 def _uneven_shards(root, n_train: dict, per_shard: int = 4):
     """Train shards (several tar files) with ``n_train[species]`` images per species, in the shard layout."""
     import webdataset as wds
-    from test_metrics_data import WORLD, draw, png
+    from helpers.metrics_world import WORLD, draw, png
 
     shards = root / "shards"
     (shards / "train").mkdir(parents=True)
@@ -224,7 +215,7 @@ def test_accuracy_by_rarity_buckets(tmp_path):
     """Buckets 1-2, 3-5, 6-20, >20 by the drawn species' training images (train split only); bucket 0 only
     when a generated species has none; accuracy per level over the bucket's images, unseen labels not scored."""
     import numpy as np
-    from test_metrics_data import WORLD
+    from helpers.metrics_world import WORLD
 
     from taxadiffusion.core.errors import UserError
     from taxadiffusion.metrics.rarity import acc_by_rarity, bucket_of, drawn_taxon, train_counts

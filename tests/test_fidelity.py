@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from params_util import REPO, make_params, params_dict, section
-from test_stock_diffusers import make_mini_sd
+from helpers.params import REPO, make_params, params_dict, section
+from helpers.sd15 import make_small_sd15
 
 from taxadiffusion.comparison.methods import method_spec
 from taxadiffusion.config import params_from_dict, read_params_dict
@@ -245,7 +245,7 @@ def test_preset_sd15_on_the_tiny_folder_and_tiny_on_an_sd_folder(tmp_path):
     message = _load("sd15", TINY)
     assert "holds the tiny base (its vae/ is a SpaceToDepthVAE config), but model.preset is sd15" in message
     assert "set model.preset: tiny" in message
-    sd = make_mini_sd(tmp_path / "mini-sd")
+    sd = make_small_sd15(tmp_path / "mini-sd")
     message = _load("tiny", sd)
     assert "holds a AutoencoderKL VAE" not in message and "its vae/ is an AutoencoderKL config" in message
     assert "but model.preset is tiny; set model.preset: sd15, or model.pretrained: assets/tiny-base" in message

@@ -14,10 +14,10 @@ import pytest
 import torch
 import webdataset as wds
 import yaml
-from model_fixtures import LEVELS, TINY_BASE, lineage, make_level_dir, make_prepared, tiny_model_config
-from params_util import make_params, params_dict
+from helpers.models import LEVELS, TINY_BASE, lineage, make_level_dir, make_prepared, tiny_model_config
+from helpers.params import make_params, params_dict
+from helpers.stages import run_stage_here
 from PIL import Image
-from test_metrics_data import run_stage_here
 
 from taxadiffusion.config import FiguresConfig, PreviewConfig, section_from_dict
 from taxadiffusion.core.errors import UserError

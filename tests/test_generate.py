@@ -18,9 +18,9 @@ import pandas as pd
 import psutil
 import pytest
 import torch
-from conftest import REPO, free_port
-from model_fixtures import LEVELS, TINY_BASE, lineage, make_level_dir, make_prepared
-from params_util import params_dict
+from helpers.models import LEVELS, TINY_BASE, lineage, make_level_dir, make_prepared
+from helpers.params import REPO, params_dict
+from helpers.stages import free_port
 from PIL import Image
 
 from taxadiffusion.config import params_from_dict

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from params_util import section
-from sd15_fixture import RESOLUTION, make_mini_sd15
+from helpers.params import section
+from helpers.sd15 import RESOLUTION, make_mini_sd15
 
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.models.base import load_base

@@ -5,35 +5,17 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.backbones import write_random_inception
 
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.metrics.backbones import InceptionBackbone
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
-
-
-def write_random_inception(path: Path) -> Path:
-    """A random state_dict with exactly torch-fidelity's FeatureExtractorInceptionV3 keys and shapes.
-
-    The class always loads weights in its constructor; a subclass that skips only that call gives the
-    randomly initialised architecture (fp16 to keep the file small; loading casts back to fp32)."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class _Blank(FeatureExtractorInceptionV3):
-        def load_state_dict(self, *args, **kwargs):
-            return None
-
-    torch.save({}, path.with_suffix(".empty"))
-    torch.manual_seed(0)
-    net = _Blank("blank", ["2048"], feature_extractor_weights_path=str(path.with_suffix(".empty")))
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, path)
-    return path
 
 
 def test_inception_loads_local_file_through_torch_fidelity(tmp_path):

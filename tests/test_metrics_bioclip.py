@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,30 +14,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
 
 import open_clip  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from helpers.backbones import write_tiny_clip  # noqa: E402
 
 from taxadiffusion.core.errors import UserError  # noqa: E402
 from taxadiffusion.metrics.bioclip import BioCLIPScorer, lineage_prompt  # noqa: E402
 
 LEVELS = ["class", "order", "family", "genus", "species"]
-TINY = {
-    "model_cfg": {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    },
-    "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
-}
-
-
-def write_tiny_clip(folder: Path) -> Path:
-    """An open_clip local-dir model folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "open_clip_config.json").write_text(json.dumps(TINY))
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**TINY["model_cfg"])
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    return folder
 
 
 def test_lineage_prompt():

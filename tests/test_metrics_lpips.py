@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.backbones import write_random_alexnet
 
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.metrics.lpips_metric import LPIPSMetric, pair_count
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
-
-
-def write_random_alexnet(path: Path) -> Path:
-    """torchvision AlexNet's ``features.*`` tensors (what LPIPS uses; the classifier is left out for size)."""
-    import torchvision
-
-    torch.manual_seed(0)
-    state = torchvision.models.alexnet(weights=None).state_dict()
-    torch.save({k: v for k, v in state.items() if k.startswith("features.")}, path)
-    return path
 
 
 @pytest.fixture(scope="module")

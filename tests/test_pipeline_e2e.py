@@ -14,66 +14,23 @@ Takes about 4 minutes on one core (about 25 stage processes, each importing torc
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
-from conftest import REPO, tiny_params, write_params
+from helpers.e2e import RUNNING, copy_checkout, dvc, git, run_cmd
+from helpers.params import tiny_params, write_params
 
 # Stages that must not run again when only the guidance scale changes.
 NOT_AGAIN = ("synthesize", "prepare", "shard", "base", "probe")
-RUNNING = re.compile(r"^Running stage '([^']+)':", re.M)
-
-
-def _env() -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.com",
-           "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.com"}
-    env.pop("PYTHONPATH", None)  # the stages must import taxadiffusion from the copy, as in a real clone
-    return env
-
-
-def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-5000:]}")
-    return out
-
-
-def _dvc(*args: str, cwd: Path, timeout: int = 600) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], cwd, timeout)
-
-
-def _git(*args: str, cwd: Path) -> str:
-    return _run(["git", *args], cwd, 120)
 
 
 def _changed(repo: Path) -> dict:
     """``dvc status`` less the `images` stage, which is `always_changed` by design (a cheap fingerprint walk)."""
-    status = json.loads(_dvc("status", "--json", cwd=repo))
+    status = json.loads(dvc("status", "--json", cwd=repo))
     assert status.pop("images", ["always changed"]) == ["always changed"], status
     return status
-
-
-def _copy_checkout(dst: Path) -> None:
-    """The working tree as a fresh repo: what `git clone` gives once the lead commits (uncommitted files too)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if rel == "dvc.lock" or not (src.is_file() or src.is_symlink()):  # deleted-but-tracked; a lock of other params
-            continue
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst / rel, follow_symlinks=False)
-    _git("init", "-q", cwd=dst)
-    _git("config", "user.email", "e2e@example.com", cwd=dst)
-    _git("config", "user.name", "e2e", cwd=dst)
 
 
 def _flat(tree: dict, prefix: str = "") -> list[str]:
@@ -88,15 +45,15 @@ def _lock_outs(repo: Path) -> dict[str, list[str]]:
 def test_dvc_repro_then_guidance_experiment(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
-    _copy_checkout(repo)
+    copy_checkout(repo)
     assert (repo / "dvc.yaml").exists() and (repo / ".dvc" / "config").exists()
     write_params(repo, tiny_params())  # 3 classes, 2 train steps per level, 3 sampling steps, 1 image per species
-    _git("add", "-A", cwd=repo)
-    _git("commit", "-q", "-m", "tiny params", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "tiny params", cwd=repo)
 
     # 1. the whole pipeline from nothing
-    log = _dvc("repro", cwd=repo)
-    stages = _dvc("stage", "list", "--all", "--name-only", cwd=repo).split()
+    log = dvc("repro", cwd=repo)
+    stages = dvc("stage", "list", "--all", "--name-only", cwd=repo).split()
     assert {"synthesize", "prepare", "shard", "base", "generate", "probe", "evaluate", "report"} <= set(stages)
     assert [s for s in stages if s.startswith("train@")] == [f"train@{lv}" for lv in tiny_params()["levels"]]
     assert sorted(RUNNING.findall(log)) == sorted(stages), log[-3000:]
@@ -110,17 +67,17 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     assert default_scale != 8.0
     assert summary["data"]["generation"]["scale"] == [str(default_scale)]
     # `dvc metrics show` is the per-class table: one file per generated class + the all-classes row, same keys
-    shown = json.loads(_dvc("metrics", "show", "--json", cwd=repo))
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=repo))
     files = {Path(p).name: d["data"] for p, d in next(iter(shown.values()))["data"].items()}
     assert set(files) == {f"{c}.json" for c in summary["per_class"]} | {"all.json"}, sorted(files)
     assert len({json.dumps(sorted(_flat(v))) for v in files.values()}) == 1, "metrics files with different keys"
     assert files["all.json"]["probe"]["acc"] == summary["overall"]["probe"]["acc"]
     assert files["all.json"]["images"] == summary["data"]["n_generated"]
-    _git("add", "-A", cwd=repo)
-    _git("commit", "-q", "-m", "repro", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "repro", cwd=repo)
 
     # 2. a guidance-scale experiment re-runs sampling and evaluation only
-    log = _dvc("exp", "run", "-S", "guidance_scale=8", cwd=repo)
+    log = dvc("exp", "run", "-S", "guidance_scale=8", cwd=repo)
     ran = RUNNING.findall(log)
     assert {"generate", "evaluate", "report"} <= set(ran), log[-3000:]
     again = [s for s in ran if s in NOT_AGAIN or s.startswith(("train@", "method_train@"))]
@@ -143,7 +100,7 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     write_params(repo, reseeded)
 
     # 4. the sweep plot from the real `dvc exp show --json` of this repo
-    _run([sys.executable, "-m", "taxadiffusion", "sweep", "--out", "metrics/guidance_sweep.png"], repo, 300)
+    run_cmd([sys.executable, "-m", "taxadiffusion", "sweep", "--out", "metrics/guidance_sweep.png"], repo, 300)
     table = pd.read_csv(repo / "metrics" / "guidance_sweep.csv")
     assert sorted(table["guidance_scale"]) == sorted([default_scale, 8.0])
     assert table["probe.fid"].notna().all()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from params_util import make_params, params_dict
+from helpers.params import make_params, params_dict
 from PIL import Image
 
 from taxadiffusion.core.errors import UserError

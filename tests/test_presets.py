@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from params_util import REPO
+from helpers.params import REPO
 
 from taxadiffusion.config import load_params, read_params_dict
 

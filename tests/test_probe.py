@@ -9,16 +9,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from test_metrics_data import (
-    LEVELS,
-    WORLD,
-    draw,
-    metrics_params,
-    run_stage,
-    write_generated,
-    write_params_yaml,
-    write_shards,
-)
+from helpers.metrics_world import LEVELS, WORLD, draw, metrics_params, write_generated, write_params_yaml, write_shards
+from helpers.stages import run_repo_stage
 
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.metrics.data import read_generated
@@ -31,7 +23,7 @@ torch.set_num_threads(1)
 def test_probe_stage_trains_and_predicts(tmp_path):
     shards = write_shards(tmp_path)
     out = tmp_path / "probe"
-    proc = run_stage("probe.py", "--params", write_params_yaml(tmp_path), "--shards", shards, "--out", out, tmp=tmp_path)
+    proc = run_repo_stage("probe.py", "--params", write_params_yaml(tmp_path), "--shards", shards, "--out", out, tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     assert (out / "probe.safetensors").is_file() and config["levels"] == LEVELS

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from params_util import section
+from helpers.params import section
 
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.data.readers import BIOSCAN_FILENAMES, FISHNET_HEADER, read_dataset

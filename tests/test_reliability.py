@@ -20,8 +20,9 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, run_stage, tiny_params, write_params
-from test_metrics_data import LEVELS, metrics_params, write_generated, write_shards
+from helpers.metrics_world import LEVELS, metrics_params, write_generated, write_shards
+from helpers.params import REPO, tiny_params, write_params
+from helpers.stages import run_stage
 
 from taxadiffusion.cli import os_error_line
 from taxadiffusion.core.errors import UserError

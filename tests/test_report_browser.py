@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_report import full_report
+from helpers.report import full_report
 
 from taxadiffusion.report.build import SECTIONS
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from model_fixtures import make_level_dir, tiny_model_config
+from helpers.models import make_level_dir, tiny_model_config
 
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.models.base import load_base

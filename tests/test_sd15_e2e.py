@@ -1,4 +1,4 @@
-"""The sd15 path end to end on the miniature SD1.5 of tests/sd15_fixture.py: `dvc repro` with `model.preset: sd15`.
+"""The sd15 path end to end on the miniature SD1.5 of tests/helpers/sd15.py: `dvc repro` with `model.preset: sd15`.
 
 A fresh repository (a copy of this checkout, as tests/test_pipeline_e2e.py makes one) runs the DAG up to `report`
 on a shrunk synthetic world at the miniature's native 32 px, two levels: `base` streams the train shards through
@@ -24,10 +24,10 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from conftest import tiny_params, write_params
+from helpers.e2e import RUNNING, copy_checkout, dvc, e2e_env, git
+from helpers.params import tiny_params, write_params
+from helpers.sd15 import RESOLUTION, make_mini_sd15, mini_sd15_params
 from PIL import Image
-from sd15_fixture import RESOLUTION, make_mini_sd15, mini_sd15_params
-from test_pipeline_e2e import RUNNING, _copy_checkout, _dvc, _env, _git
 
 LEVELS = {"class": {"parent": "base"}, "order": {"parent": "class"}}
 
@@ -46,10 +46,10 @@ def _params(mini: Path) -> dict:
 def _repo(root: Path, mini: Path) -> Path:
     repo = root / "repo"
     repo.mkdir(parents=True)
-    _copy_checkout(repo)
+    copy_checkout(repo)
     write_params(repo, _params(mini))
-    _git("add", "-A", cwd=repo)
-    _git("commit", "-q", "-m", "sd15 miniature", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "sd15 miniature", cwd=repo)
     return repo
 
 
@@ -64,7 +64,7 @@ def straight(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("sd15")
     mini = make_mini_sd15(root / "mini-sd15")
     repo = _repo(root / "a", mini)
-    _dvc("repro", "report", cwd=repo, timeout=900)
+    dvc("repro", "report", cwd=repo, timeout=900)
     return mini, repo
 
 
@@ -87,12 +87,12 @@ def test_sd15_pipeline_runs_on_streamed_latents(straight):
     assert pixels.shape == (RESOLUTION, RESOLUTION, 3) and pixels.std() > 0  # decoded by the VAE
     assert json.loads((repo / "metrics/summary.json").read_text())["data"]["n_generated"] == len(manifest) - 1
     assert (repo / "reports/index.html").stat().st_size > 1000
-    status = json.loads(_dvc("status", "--with-deps", "--json", "report", cwd=repo))
+    status = json.loads(dvc("status", "--with-deps", "--json", "report", cwd=repo))
     assert all(v == ["always changed"] for v in status.values()), status
 
 
 def _start(repo: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--no-run-cache", "generate"], cwd=repo, env=_env(),
+    return subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--no-run-cache", "generate"], cwd=repo, env=e2e_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -126,7 +126,7 @@ def test_sd15_kill_and_resume_gives_the_same_files(straight, tmp_path):
     log = _kill_stage(_start(repo), "generate.py", lambda: any(generated.glob("*/*/[0-9]*.png")))
     assert "resuming from" in log, log[-3000:]
     assert not (generated / "manifest.csv").exists(), "generate finished before it was killed"
-    ran = RUNNING.findall(_dvc("repro", "--no-run-cache", "generate", cwd=repo, timeout=600))
+    ran = RUNNING.findall(dvc("repro", "--no-run-cache", "generate", cwd=repo, timeout=600))
     assert "generate" in ran and not {"synthesize", "prepare", "shard", "base"} & set(ran), ran
     ours, theirs = _outs(repo), _outs(reference)
     assert ours and {p: theirs[p] for p in ours} == ours, "outputs differ from the uninterrupted run's"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from params_util import make_params, params_dict
+from helpers.params import make_params, params_dict
 from PIL import Image
 
 from taxadiffusion.core.errors import UserError

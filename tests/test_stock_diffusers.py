@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
-from params_util import make_params, section
-from sd15_fixture import make_mini_sd15
+from helpers.params import make_params, section
+from helpers.sd15 import SMALL_RESOLUTION, make_small_sd15
 
 from taxadiffusion.core.lineage import image_seed, lineage_key
 from taxadiffusion.models.base import load_base
@@ -29,12 +29,7 @@ from taxadiffusion.training.specs import progressive_spec
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = ["class", "order", "family", "genus", "species"]
 LINEAGE = ["Actinopteri", "Perciformes/Scorpaenoidei", "Scorpaenidae", "Scorpaenopsis", "Scorpaenopsis obtusa"]
-RESOLUTION = 16  # 8 x 8 latents, a VAE with one 2x downsampling
-
-
-def make_mini_sd(folder: Path, seed: int = 0) -> Path:
-    """A miniature SD1.5-layout pipeline folder (random weights, seeded), written by ``save_pretrained``."""
-    return make_mini_sd15(folder, seed, resolution=RESOLUTION, vae_channels=(32, 32), vae_groups=32)
+RESOLUTION = SMALL_RESOLUTION  # 8 x 8 latents, a VAE with one 2x downsampling
 
 
 def mini_model_config(folder: Path):
@@ -44,7 +39,7 @@ def mini_model_config(folder: Path):
 
 
 def make_sd_level_dir(directory: Path, model_cfg, species_text: str = "as_written", seed: int = 0) -> Path:
-    """A trained-level folder (``models/species``) on ``model_cfg``'s base, as tests/model_fixtures.py makes one
+    """A trained-level folder (``models/species``) on ``model_cfg``'s base, as tests/helpers/models.py makes one
     for the tiny base: a new condition module and a LoRA with non-zero ``B`` (peft's init leaves it zero)."""
     train_cfg = section("train", {"species_text": species_text})
     spec = progressive_spec(train_cfg, LEVELS, "species")
@@ -70,7 +65,7 @@ def doc_namespace() -> dict:
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
     root = tmp_path_factory.mktemp("stock")
-    sd = make_mini_sd(root / "mini-sd")
+    sd = make_small_sd15(root / "mini-sd")
     model_cfg = mini_model_config(sd)
     return sd, model_cfg, make_sd_level_dir(root / "species", model_cfg)
 

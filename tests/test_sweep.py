@@ -17,7 +17,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from helpers.params import REPO
 
 from taxadiffusion.analysis.sweep import collect, main
 from taxadiffusion.core.errors import UserError

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from params_util import params_dict, section
+from helpers.params import params_dict, section
 
 from taxadiffusion.config import SynthesizeConfig
 from taxadiffusion.core.errors import UserError

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO, free_port, run_stage, tiny_params, write_params
-from model_fixtures import LEVELS, make_level_dir, tiny_model_config
-from params_util import make_params, section
+from helpers.models import LEVELS, make_level_dir, tiny_model_config
+from helpers.params import REPO, make_params, section, tiny_params, write_params
+from helpers.stages import free_port, run_stage
 from safetensors.torch import load_file
 
 from taxadiffusion.core.errors import UserError

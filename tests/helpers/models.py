@@ -1,4 +1,4 @@
-"""Shared test fixtures: a real trained-level folder (``models/<level>/``) with small random weights.
+"""A real trained-level folder (``models/<level>/``) with small random weights.
 
 Built through the same code the trainer uses (:func:`taxadiffusion.models.level.build_level_model` and
 ``write_level`` on the tiny base from ``assets/tiny-base``), so loaders are exercised for real, never mocked.
@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from params_util import section
 
 from taxadiffusion.config import ModelConfig
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.level import LevelConfig, build_level_model, write_level
 from taxadiffusion.training.specs import progressive_spec
 
-REPO = Path(__file__).resolve().parents[1]
+from .params import section
+
+REPO = Path(__file__).resolve().parents[2]
 TINY_BASE = REPO / "assets" / "tiny-base"
 LEVELS = ["class", "order", "family", "genus", "species"]
 

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "assets" / "tiny-base"
 RESOLUTION = 32  # = unet.sample_size (4) x the VAE's 2 ** (4 blocks - 1)
 
@@ -50,7 +50,15 @@ def make_mini_sd15(folder: str | Path, seed: int = 0, resolution: int = RESOLUTI
 
 
 def mini_sd15_params(folder: str | Path) -> dict:
-    """Overrides (``conftest.tiny_params(**...)``) that run the pipeline on the miniature: the ``sd15`` preset,
+    """Overrides (``helpers.params.tiny_params(**...)``) that run the pipeline on the miniature: the ``sd15`` preset,
     its native resolution, a one-layer condition module of its text width."""
     return {"model.preset": "sd15", "model.pretrained": str(folder), "model.cache_latents": True,
             "model.cond_layers": 1, "model.cond_heads": 4, "model.cond_ff": 64, "dataset.resolution": RESOLUTION}
+
+
+SMALL_RESOLUTION = 16  # 8 x 8 latents, a VAE with one 2x downsampling
+
+
+def make_small_sd15(folder: str | Path, seed: int = 0) -> Path:
+    """The miniature at :data:`SMALL_RESOLUTION` px (two VAE blocks of 32 channels), written by ``save_pretrained``."""
+    return make_mini_sd15(folder, seed, resolution=SMALL_RESOLUTION, vae_channels=(32, 32), vae_groups=32)
