@@ -36,7 +36,7 @@ from taxadiffusion.sampling.level_sampler import prepare_unet_for_sampling
 from taxadiffusion.training.base import prepare_base
 from taxadiffusion.training.run import TrainModel, configure_trainable
 from taxadiffusion.training.specs import progressive_spec
-from taxadiffusion.training.train import train
+from taxadiffusion.training.train import TrainPaths, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,11 +136,10 @@ def bench_a(resolution: int, batch: int, steps: int) -> dict:
         loops = {}
         for n in (1, steps + 1):
             cfg = section_from_dict("train", {**data["train"], "steps": n})
-            summary = train(cfg, progressive_spec(cfg, params.level_names, "class"), model_cfg=params.model,
-                                     levels=params.level_names, seed=params.seed, parent_dir=None,
-                                     out_dir=work / f"models{n}" / "class", shards=shards,
-                                     latents_dir=work / "latents", scratch=work / f"scratch{n}",
-                                     log_dir=work / f"log{n}", preview=None)  # the loop alone
+            paths = TrainPaths(parent=None, out=work / f"models{n}" / "class", shards=shards,
+                               latents=work / "latents", scratch=work / f"scratch{n}", log_dir=work / f"log{n}")
+            spec = progressive_spec(cfg, params.level_names, "class")
+            summary = train(cfg, spec, params.experiment, paths, preview=None)  # the loop alone
             loops[n] = summary["seconds_this_run"]
             print(f"trainer: {n} steps, loop {loops[n]:.1f}s", flush=True)
         ours = steps * batch / (loops[steps + 1] - loops[1])

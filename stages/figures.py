@@ -12,15 +12,15 @@ import logging
 import time
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.figures.build import make_figures
+from taxadiffusion.figures.build import FigurePaths, make_figures
 
 
 def main(args, params) -> None:
     start = time.perf_counter()
     target = params.generate.target_level
     model = args.model or f"models/{target}"
-    make_figures(params.figures, params.sampling, params.model, params.level_names, target, params.seed, model,
-                 args.prepared, args.shards, args.out, device=args.device)
+    paths = FigurePaths(model=model, prepared=args.prepared, shards=args.shards, out=args.out)
+    make_figures(params.figures, params.sampling, params.experiment, target, paths, device=args.device)
     logging.info("figures: wrote %s in %.1f s", args.out, time.perf_counter() - start)
 
 

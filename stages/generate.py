@@ -21,8 +21,7 @@ from taxadiffusion.sampling.generate import generate
 def main(args, params) -> None:
     start = time.perf_counter()
     model = args.model or f"models/{params.generate.target_level}"
-    summary = generate(params.generate, params.sampling, params.model, params.level_names, params.seed, model,
-                       args.prepared, args.out)
+    summary = generate(params.generate, params.sampling, params.experiment, model, args.prepared, args.out)
     if "stale_removed" in summary:  # rank 0 only
         seconds = time.perf_counter() - start
         logging.info(

@@ -27,9 +27,7 @@ ARGS = {  # --name: help (SamplePaths' fields)
 
 def main(args, params) -> None:
     paths = SamplePaths(**{name: Path(getattr(args, name)) for name in ARGS})
-    sample_method(args.method, generate_cfg=params.generate, sampling=params.sampling,
-                  evaluate_cfg=params.evaluate, model_cfg=params.model, levels=params.level_names,
-                  seed=params.seed, paths=paths)
+    sample_method(args.method, params.generate, params.sampling, params.evaluate, params.experiment, paths)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from taxadiffusion.cli import run_stage, stage_parser
 from taxadiffusion.comparison.train import train_method
+from taxadiffusion.training.train import TrainPaths
 
 
 def main(args, params) -> None:
-    train_method(args.method, params.train, model_cfg=params.model, levels=params.level_names, seed=params.seed,
-                 out_dir=args.out, shards=args.shards, latents_dir=args.latents, scratch=args.scratch,
-                 log_dir=args.log_dir)
+    paths = TrainPaths(parent=None, out=args.out, shards=args.shards, latents=args.latents, scratch=args.scratch,
+                       log_dir=args.log_dir)
+    train_method(args.method, params.train, params.experiment, paths)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,14 @@ import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
 from taxadiffusion.training.specs import progressive_spec
-from taxadiffusion.training.train import train
+from taxadiffusion.training.train import TrainPaths, train
 
 
 def main(args, params) -> None:
-    levels = params.level_names
-    spec = progressive_spec(params.train, levels, args.level)
-    summary = train(params.train, spec, model_cfg=params.model, levels=levels, seed=params.seed,
-                    parent_dir=args.parent, out_dir=args.out, shards=args.shards, latents_dir=args.latents,
-                    scratch=args.scratch, log_dir=args.log_dir, preview=params.preview,
-                    max_steps_this_run=args.max_steps_this_run)
+    spec = progressive_spec(params.train, params.level_names, args.level)
+    paths = TrainPaths(parent=args.parent, out=args.out, shards=args.shards, latents=args.latents,
+                       scratch=args.scratch, log_dir=args.log_dir)
+    summary = train(params.train, spec, params.experiment, paths, params.preview, args.max_steps_this_run)
     logging.info("train %s: %s", spec.name, summary)
 
 
@@ -37,5 +35,6 @@ if __name__ == "__main__":
     parser.add_argument("--latents", default="data/latents", help="cached latents (default: data/latents)")
     parser.add_argument("--scratch", required=True, help="resumable step checkpoints (scratch/train/<level>)")
     parser.add_argument("--log-dir", required=True, help="training curves + run.json (metrics/train/<level>)")
-    parser.add_argument("--max-steps-this-run", type=int, default=None, help="stop after this many steps (resume tests)")
+    parser.add_argument("--max-steps-this-run", type=int, default=None,
+                        help="stop after this many steps (resume tests)")
     run_stage(main, parser)

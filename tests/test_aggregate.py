@@ -19,6 +19,7 @@ import pytest
 from helpers.params import REPO
 
 from taxadiffusion.analysis.aggregate import _setting_key, aggregate, collect, git_reader, main, run, setting_labels
+from taxadiffusion.analysis.expshow import ExpSource
 from taxadiffusion.core.errors import UserError
 
 LEVELS = ("class", "species")
@@ -109,7 +110,7 @@ def _stat(table, setting, method, metric):
 def test_mean_sd_n_per_setting_method_and_metric_and_counted_skips(tmp_path):
     doc = tmp_path / "exp.json"
     doc.write_text(json.dumps(exp_show_doc()))
-    table, skipped = run(tmp_path / "seeds.md", json_file=doc, read=_reader(files_at_revs()))
+    table, skipped = run(tmp_path / "seeds.md", ExpSource(json_file=doc), read=_reader(files_at_revs()))
     assert set(table.setting) == {"guidance_scale=2", "guidance_scale=6"}  # only the param that differs names it
     a = _stat(table, "guidance_scale=2", "taxadiffusion", "probe.fid")
     assert (a["mean"], a["sd"], a["n"], a["seeds"]) == (12.0, 2.0, 3, "0 1 2")  # the baseline's 99 is not in
@@ -145,7 +146,7 @@ def test_one_seed_has_no_sd_and_one_setting_is_named_so(tmp_path):
     assert [(r["experiment"], r["method"]) for r in records] == [("a-s0", "taxadiffusion")]
     path = tmp_path / "one.json"
     path.write_text(json.dumps(doc))
-    table, _ = run(tmp_path / "one.csv", json_file=path, read=_reader({}))
+    table, _ = run(tmp_path / "one.csv", ExpSource(json_file=path), read=_reader({}))
     row = _stat(table, "(one setting)", "taxadiffusion", "probe.fid")
     assert (row["mean"], row["n"]) == (10.0, 1) and pd.isna(row["sd"])
     assert "| (one setting) | taxadiffusion | 1 | 0 | 10.00 |" in (tmp_path / "one.md").read_text()
@@ -268,7 +269,7 @@ def test_a_snapshot_gives_the_same_tables_without_dvc_or_git(tmp_path):
     doc[1]["data"]["deps"] = {"data/shards": {"hash": "md5", "md5": "x" * 32}}  # dropped from the snapshot
     (tmp_path / "exp.json").write_text(json.dumps(doc))
     files = files_at_revs()
-    direct, skipped = run(tmp_path / "a" / "seeds.md", tmp_path / "exp.json", read=_reader(files),
+    direct, skipped = run(tmp_path / "a" / "seeds.md", ExpSource(tmp_path / "exp.json"), read=_reader(files),
                           save_snapshot=tmp_path / "snap")
     kept = sorted(p.relative_to(tmp_path / "snap" / "files").as_posix()
                   for p in (tmp_path / "snap" / "files").rglob("*.json"))
@@ -277,13 +278,13 @@ def test_a_snapshot_gives_the_same_tables_without_dvc_or_git(tmp_path):
     assert "deps" not in saved[1]["data"] and saved[1]["experiments"][0]["revs"][0]["data"]["params"]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    again, skipped_again = run(elsewhere / "seeds.md", from_snapshot=tmp_path / "snap", cwd=elsewhere,
+    again, skipped_again = run(elsewhere / "seeds.md", ExpSource(cwd=elsewhere), from_snapshot=tmp_path / "snap",
                                read=lambda rev, path: pytest.fail("read outside the snapshot"))
     pd.testing.assert_frame_equal(direct, again)
     assert skipped == skipped_again
     assert (tmp_path / "a" / "seeds.md").read_text() == (elsewhere / "seeds.md").read_text()
     with pytest.raises(UserError, match="give one"):
-        run(elsewhere / "x.md", tmp_path / "exp.json", from_snapshot=tmp_path / "snap")
+        run(elsewhere / "x.md", ExpSource(tmp_path / "exp.json"), from_snapshot=tmp_path / "snap")
     with pytest.raises(UserError, match=r"nowhere/exp_show.json: not found; --snapshot takes a folder"):
         run(elsewhere / "x.md", from_snapshot=tmp_path / "nowhere")
 
@@ -293,7 +294,7 @@ def test_paired_differences_take_each_seed_against_the_main_pipeline_of_the_same
     a-s1 (7 - 12 = -5); a-s2 has no lora summary. Setting B: 8 - 20 and 8 - 30."""
     doc = tmp_path / "exp.json"
     doc.write_text(json.dumps(exp_show_doc()))
-    run(tmp_path / "seeds.md", json_file=doc, read=_reader(files_at_revs()))
+    run(tmp_path / "seeds.md", ExpSource(json_file=doc), read=_reader(files_at_revs()))
     diffs = pd.read_csv(tmp_path / "seeds_paired.csv")
     assert set(diffs.method) == {"lora"} and set(diffs.vs) == {"taxadiffusion"}
     fid = diffs[(diffs.setting == "guidance_scale=2") & (diffs.metric == "probe.fid")].iloc[0]
@@ -313,7 +314,7 @@ def test_the_committed_study_snapshot_gives_the_published_tables(tmp_path):
     """docs/study-seeds.md is what `aggregate --snapshot docs/study --ignore methods` writes from the committed
     snapshot of the study (docs/results.md): the published numbers come from those experiments, not by hand."""
     out = tmp_path / "seeds.md"
-    run(out, from_snapshot=REPO / "docs" / "study", ignore=("methods",), cwd=tmp_path)
+    run(out, ExpSource(cwd=tmp_path), from_snapshot=REPO / "docs" / "study", ignore=("methods",))
     assert out.read_text() == (REPO / "docs" / "study-seeds.md").read_text()
     table = pd.read_csv(tmp_path / "seeds.csv")
     assert set(table.n) == {3}  # every row of the study has three seeds

@@ -174,6 +174,8 @@ def test_methods_table_says_which_budget_trained_the_baselines(tmp_path):
     from taxadiffusion.comparison.sample import METHOD_FILE, SamplePaths, sample_method
     from taxadiffusion.comparison.table import compare
     from taxadiffusion.comparison.train import train_method
+    from taxadiffusion.config import Experiment
+    from taxadiffusion.training.train import TrainPaths
 
     methods = tmp_path / "metrics" / "methods"
     cfg = section("train", {"baseline_budget": "paper"})
@@ -181,9 +183,9 @@ def test_methods_table_says_which_budget_trained_the_baselines(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     model_cfg = section("model", {"pretrained": str(TINY)})
     for method in ("taxadiffusion", "sd"):  # no training of their own: method.json without a budget
-        model = train_method(method, cfg, model_cfg=model_cfg, levels=LEVELS, seed=0,
-                             out_dir=tmp_path / "models" / method, shards=tmp_path, latents_dir=tmp_path,
-                             scratch=tmp_path / "s", log_dir=tmp_path / "log")
+        paths = TrainPaths(parent=None, out=tmp_path / "models" / method, shards=tmp_path, latents=tmp_path,
+                           scratch=tmp_path / "s", log_dir=tmp_path / "log")
+        model = train_method(method, cfg, Experiment(model_cfg, LEVELS, 0), paths)
         (methods / method).mkdir(parents=True)
         (methods / method / "summary.json").write_text(json.dumps(summary))
         shutil.copy(model / METHOD_FILE, methods / method / METHOD_FILE)
@@ -192,8 +194,8 @@ def test_methods_table_says_which_budget_trained_the_baselines(tmp_path):
                         images=tmp_path / "images", out=methods / "taxadiffusion")
     (methods / "taxadiffusion" / METHOD_FILE).unlink()  # written by method@taxadiffusion itself
     params = make_params()
-    sample_method("taxadiffusion", generate_cfg=params.generate, sampling=params.sampling,
-                  evaluate_cfg=params.evaluate, model_cfg=model_cfg, levels=LEVELS, seed=0, paths=paths)
+    sample_method("taxadiffusion", params.generate, params.sampling, params.evaluate,
+                  Experiment(model_cfg, LEVELS, 0), paths)
     (methods / "lora").mkdir()
     (methods / "lora" / "summary.json").write_text(json.dumps(summary))
     (methods / "lora" / METHOD_FILE).write_text(json.dumps({"method": "lora", "train_steps": 150, "budget": "paper"}))

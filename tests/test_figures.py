@@ -19,11 +19,11 @@ from helpers.params import make_params, params_dict
 from helpers.stages import run_stage_here
 from PIL import Image
 
-from taxadiffusion.config import FiguresConfig, PreviewConfig, section_from_dict
+from taxadiffusion.config import Experiment, FiguresConfig, PreviewConfig, section_from_dict
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.figures import FIGURE_FILES, FIGURES_FILE
 from taxadiffusion.figures.attention import LevelAttention, attention_maps, level_contexts, name_token_weights
-from taxadiffusion.figures.build import make_figures
+from taxadiffusion.figures.build import FigurePaths, make_figures
 from taxadiffusion.figures.guidance import draw_scales
 from taxadiffusion.figures.select import read_table, real_images, round_robin, sibling_taxa
 from taxadiffusion.models.taxa import load_taxa_model
@@ -211,8 +211,10 @@ def test_preview_grid_restores_modes_and_repeats(world):
 def test_make_figures_writes_every_figure(world, tmp_path):
     p = params()
     out = tmp_path / "figures"
-    info = make_figures(figures_cfg(), p.sampling, p.model, LEVELS, "species", 0, world / "models" / "species",
-                        world / "prepared", world / "shards", out, device="cpu")
+    exp = Experiment(p.model, LEVELS, 0)
+    paths = FigurePaths(model=world / "models" / "species", prepared=world / "prepared", shards=world / "shards",
+                        out=out)
+    info = make_figures(figures_cfg(), p.sampling, exp, "species", paths, device="cpu")
     assert json.loads((out / FIGURES_FILE).read_text()) == json.loads(json.dumps(info))
     for key, name in FIGURE_FILES.items():
         assert Image.open(out / name).size[0] > 100, key
@@ -225,8 +227,8 @@ def test_make_figures_writes_every_figure(world, tmp_path):
         html = report._supplement_figure(out, key)
         assert f"supplement Fig. {key.upper()}" in html and "<img" in html, key
     # a world without two test species of one genus: S6 is skipped with the reason, the rest is drawn
-    info = make_figures(figures_cfg(attention_species=4, embedding_level="class"), p.sampling, p.model, LEVELS,
-                        "species", 0, world / "models" / "species", world / "prepared", world / "shards", out, "cpu")
+    info = make_figures(figures_cfg(attention_species=4, embedding_level="class"), p.sampling, exp, "species", paths,
+                        "cpu")
     assert "no genus with 4 or more test taxa" in info["s6"]["skipped"]
     assert "only 3 taxa of level 'class'" in info["s2"]["skipped"] and not (out / FIGURE_FILES["s6"]).exists()
 

@@ -29,7 +29,7 @@ from taxadiffusion.core.lineage import NONE, image_seed
 from taxadiffusion.models.level import check_level_dir
 from taxadiffusion.sampling.draw import main, parse_lineage
 from taxadiffusion.sampling.generate import LOCK_FILE, SETTINGS_FILE, generate, output_lock
-from taxadiffusion.sampling.plan import make_plan, plan_images, taxon_dirs
+from taxadiffusion.sampling.plan import PlanRule, make_plan, plan_images, taxon_dirs
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
@@ -73,8 +73,7 @@ def run(root, out, model="species", model_dir=None, **generate):
 
 def generate_and_read(params, model, prepared, out):
     """What stages/generate.py passes: the sections and plain values, not the whole Params."""
-    summary = generate(params.generate, params.sampling, params.model, params.level_names, params.seed, model,
-                       prepared, out)
+    summary = generate(params.generate, params.sampling, params.experiment, model, prepared, out)
     return summary, pngs(out)
 
 
@@ -94,7 +93,7 @@ def synthetic_test_table() -> pd.DataFrame:
 def test_plan_rule_caps_classes_with_more_taxa_than_the_cap():
     table = synthetic_test_table()
     test = table[table["split"] == "test"]
-    plan = make_plan(test, LEVELS, "species", 4, 15, 50, seed=0)
+    plan = make_plan(test, LEVELS, PlanRule("species", 4, 15, 50), seed=0)
     per_class = plan.groupby("class").agg(n=("species", "size"), imgs=("n_images", "unique"), capped=("capped", "all"))
     assert per_class.loc["Big"].tolist() == [4, [15], True]  # 6 species > 4: 4 sampled x 15
     assert per_class.loc["AtCap"].tolist() == [4, [50], False]  # exactly the cap: all, 50 each (SUPP: "more than")
@@ -102,14 +101,14 @@ def test_plan_rule_caps_classes_with_more_taxa_than_the_cap():
     assert "Small trainonly" not in set(plan["species"])
     # seeded and order-free: same seed -> same taxa whatever the row order; some other seed picks others
     shuffled = test.sample(frac=1.0, random_state=3)
-    assert make_plan(shuffled, LEVELS, "species", 4, 15, 50, seed=0).equals(plan)
-    picks = {tuple(make_plan(test, LEVELS, "species", 4, 15, 50, seed=s)["species"]) for s in range(6)}
+    assert make_plan(shuffled, LEVELS, PlanRule("species", 4, 15, 50), seed=0).equals(plan)
+    picks = {tuple(make_plan(test, LEVELS, PlanRule("species", 4, 15, 50), seed=s)["species"]) for s in range(6)}
     assert len(picks) > 1
 
 
 def test_plan_at_genus_level_and_collision_safe_folders():
     test = synthetic_test_table().query("split == 'test'")
-    plan = make_plan(test, LEVELS, "genus", 1, 15, 50, seed=0)
+    plan = make_plan(test, LEVELS, PlanRule("genus", 1, 15, 50), seed=0)
     assert (plan["species"] == NONE).all() and len(plan) == 3  # every class has 2 genera > cap 1 -> 1 genus each
     assert plan.set_index("class")["capped"].to_dict() == {"AtCap": True, "Big": True, "Small": True}
     homonyms = pd.DataFrame({lv: ["C", "C"] for lv in LEVELS[:3]} | {"genus": ["A/b", "A_b"], "species": ["x", "y"]})
@@ -130,11 +129,12 @@ def test_image_seed_is_a_stable_hash():
 
 @pytest.fixture(scope="module")
 def reference(world):
-    """Batch size 1: every image drawn alone."""
+    """Batch size 1: every image drawn alone (about 20 s on 2 cores: its tests are marked slow)."""
     summary, images = run(world, world / "ref", batch_size=1)
     return summary, images
 
 
+@pytest.mark.slow
 def test_same_bytes_for_batch_sizes_1_and_7(world, reference):
     summary, ref = reference
     assert summary["images"] == 7 and summary["taxa"] == 4 and summary["capped_classes"] == ["Aves"]
@@ -177,6 +177,7 @@ def test_same_bytes_for_batch_sizes_1_and_7(world, reference):
     assert images.keys() == ref.keys() and images != ref
 
 
+@pytest.mark.slow
 def test_top_level_seed_changes_every_image(world, reference):
     """params.yaml `seed` (what `dvc exp run -S seed=1` sets) reaches every image: new noise for the same
     taxon and index, and (in a class over the cap) possibly other taxa."""
@@ -241,6 +242,7 @@ def test_parse_lineage_epithets_and_names_with_slashes():
 # ------------------------------------------------------------------------------------------ the output folder
 
 
+@pytest.mark.slow
 def test_a_damaged_model_does_not_cost_the_old_images(world, reference, tmp_path):
     """New model files change the fingerprint, which removes the old images: the new model is loaded and
     checked first, so a truncated condition.safetensors stops the run with the old images intact."""
@@ -261,6 +263,7 @@ def test_a_damaged_model_does_not_cost_the_old_images(world, reference, tmp_path
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_one_writer_per_output_folder(world, tmp_path):
     """A second run on a folder another process is writing stops at once, naming the holder's pid, and
     writes nothing; a killed holder's lock is gone with it (its file stays, and is taken over)."""
@@ -288,6 +291,7 @@ def test_one_writer_per_output_folder(world, tmp_path):
 # ------------------------------------------------------------------------------------------ the stage
 
 
+@pytest.mark.slow
 def test_stage_two_processes_killed_then_resumed(world, reference, tmp_path):
     """The stage under torchrun (2 CPU ranks) is SIGKILLed mid-run: only complete PNGs remain, and the
     resumed run draws just the missing images, byte-identical to the batch-1 reference."""

@@ -45,6 +45,7 @@ def _check_table_s1(result: dict) -> None:
         assert paramcount.paper_agrees(row["trainable"], row["paper_trainable_m"])
 
 
+@pytest.mark.slow
 def test_command_json_matches_table_s1(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     start = time.monotonic()

@@ -18,9 +18,12 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from helpers.e2e import RUNNING, copy_checkout, dvc, git, run_cmd
 from helpers.params import tiny_params, write_params
+
+pytestmark = pytest.mark.slow  # the whole DAG under `dvc repro`, then an experiment: minutes
 
 # Stages that must not run again when only the guidance scale changes.
 NOT_AGAIN = ("synthesize", "prepare", "shard", "base", "probe")

@@ -380,7 +380,7 @@ def _partial_params(tmp_path: Path, finest: str, check_images: str = "none"):
 
 
 def test_partial_lineages_kept_for_training_only(tmp_path):
-    from taxadiffusion.sampling.plan import make_plan
+    from taxadiffusion.sampling.plan import PlanRule, make_plan
 
     report = _prepare(_partial_params(tmp_path, "class"), tmp_path / "out")
     table, taxonomy, _ = _read_outputs(tmp_path / "out")
@@ -392,7 +392,7 @@ def test_partial_lineages_kept_for_training_only(tmp_path):
     assert report["splits"] == {"train": 8, "test": 2}  # one test image per complete species
     assert [lin[-1] for lin in taxonomy["lineages"]] == ["Zebrasoma flavescens", "Salmo trutta"]  # complete only
     assert report["species"]["total"] == 2 and report["taxa"]["genus"] == 2 and report["taxa"]["family"] == 2
-    plan = make_plan(table[table["split"] == "test"], LEVELS, "species", 400, 15, 50, seed=0)
+    plan = make_plan(table[table["split"] == "test"], LEVELS, PlanRule("species", 400, 15, 50), seed=0)
     assert sorted(plan["species"]) == ["Salmo trutta", "Zebrasoma flavescens"]
 
 

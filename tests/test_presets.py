@@ -40,6 +40,7 @@ def test_preset_is_valid_and_has_the_papers_settings(path):
     assert len(p.level_names) == (7 if path.stem == "inat2021" else 5)
 
 
+@pytest.mark.slow
 def test_fishnet_preset_parameter_count_is_table_s1():
     out = subprocess.run([sys.executable, "-m", "taxadiffusion", "paramcount", "--params", str(REPO / "presets" / "fishnet.yaml")],
                          capture_output=True, text=True, cwd=REPO, timeout=300)

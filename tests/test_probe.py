@@ -20,6 +20,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
 
 
+@pytest.mark.slow
 def test_probe_stage_trains_and_predicts(tmp_path):
     shards = write_shards(tmp_path)
     out = tmp_path / "probe"

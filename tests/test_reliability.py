@@ -30,7 +30,7 @@ from taxadiffusion.core.files import atomic_dir, atomic_path, remove_stale_temps
 from taxadiffusion.core.names import MAX_LEN, PathNames, TreeNames
 from taxadiffusion.core.text import markdown_cell, plain_text
 from taxadiffusion.metrics.cache import FeatureCache
-from taxadiffusion.metrics.evaluate import evaluate
+from taxadiffusion.metrics.evaluate import EvaluatePaths, evaluate
 from taxadiffusion.metrics.probe import fit_probe_on_shards, load_probe
 from taxadiffusion.metrics.tables import to_markdown, write_tables
 
@@ -69,8 +69,8 @@ def test_plots_csv_and_markdown_escape_hostile_class_names(tmp_path):
     shards, gen = write_shards(tmp_path), write_generated(tmp_path)
     params = metrics_params(min_images_for_fid=7)
     fit_probe_on_shards(shards, tmp_path / "probe", LEVELS, params.probe, params.seed)
-    summary = evaluate(params.evaluate, params.level_names, shards, gen, tmp_path / "probe", tmp_path / "m",
-                       tmp_path / "features")
+    summary = evaluate(params.evaluate, params.level_names,
+                       EvaluatePaths(shards, gen, tmp_path / "probe", tmp_path / "m", tmp_path / "features"))
     evil = {"Aves": "</script><script>alert(9)</script>", "Reptilia": "pipe|class"}
     summary["per_class"] = {evil[k]: v for k, v in summary["per_class"].items()}
     write_tables(summary, LEVELS, tmp_path / "out")
@@ -135,6 +135,7 @@ def test_truncated_probe_is_a_one_line_error(tmp_path):
 # ---- 8: a killed direct `shard` run leaves the old output or the new one, never a mix ----------------------
 
 
+@pytest.mark.slow
 def test_killed_shard_run_leaves_old_shards_and_temps_are_cleaned(data_workspace, tmp_path):
     work = tmp_path / "w"
     work.mkdir()
@@ -195,7 +196,7 @@ def test_stage_reports_an_os_error_as_one_line(tmp_path):
 
 
 def test_generation_paths_never_collide_for_hostile_names():
-    from taxadiffusion.sampling.plan import make_plan, plan_images
+    from taxadiffusion.sampling.plan import PlanRule, make_plan, plan_images
 
     species = ["Colgen ab/cd", "Colgen ab_cd", "Colgen ab_cd__2", "Colgen AB_CD", "Colgen " + "z" * 300, ".hidden"]
     rows = [{"class": cls, "order": "O", "family": "F", "genus": "Colgen", "species": sp, "split": "test", "row": i}
@@ -205,7 +206,7 @@ def test_generation_paths_never_collide_for_hostile_names():
     rows.append({"class": "Collide", "order": "O", "family": "F", "genus": "Other", "species": "Colgen ab_cd",
                  "split": "test", "row": 99})
     test = pd.DataFrame(rows)
-    plan = make_plan(test, LEVELS, "species", 400, 1, 2, seed=0)
+    plan = make_plan(test, LEVELS, PlanRule("species", 400, 1, 2), seed=0)
     images = plan_images(plan, LEVELS, "species", seed=0)
     paths = list(images["path"])
     assert len(plan) == len(rows) and len(paths) == 2 * len(rows)

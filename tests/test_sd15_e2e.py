@@ -29,6 +29,8 @@ from helpers.params import tiny_params, write_params
 from helpers.sd15 import RESOLUTION, make_mini_sd15, mini_sd15_params
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # `dvc repro` on the miniature SD1.5, then a killed and resumed run: minutes
+
 LEVELS = {"class": {"parent": "base"}, "order": {"parent": "class"}}
 
 

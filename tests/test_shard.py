@@ -254,6 +254,7 @@ def test_bad_preprocess_param_and_missing_table(tmp_path):
         _shards(make_params(), tmp_path, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_stage_script_end_to_end_and_one_line_error(tmp_path):
     dataset = _dataset(tmp_path)
     params_file = tmp_path / "params.yaml"

@@ -20,6 +20,7 @@ from diffusers import StableDiffusionPipeline
 from helpers.params import make_params, section
 from helpers.sd15 import SMALL_RESOLUTION, make_small_sd15
 
+from taxadiffusion.config import Experiment
 from taxadiffusion.core.lineage import image_seed, lineage_key
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.level import LevelConfig, build_level_model, write_level
@@ -75,7 +76,8 @@ def test_stock_pipeline_draws_our_pixels(mini, depth):
     sd, model_cfg, level_dir = mini
     params = make_params({"num_inference_steps": 6, "guidance_scale": 3})
     names, n = LINEAGE[:depth], 3
-    ours = draw_grid(names, n, level_dir, model_cfg, LEVELS, params.sampling, params.seed, device="cpu", zoom=1)
+    ours = draw_grid(names, n, level_dir, Experiment(model_cfg, LEVELS, params.seed), params.sampling, device="cpu",
+                     zoom=1)
     ours = np.asarray(ours).reshape(RESOLUTION, n, RESOLUTION, 3).transpose(1, 0, 2, 3)  # the 1 x n grid's tiles
 
     docs = doc_namespace()

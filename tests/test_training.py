@@ -52,6 +52,7 @@ def _strict_json(path: Path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
+@pytest.mark.slow
 def test_two_levels_only_module_k_changes(data_workspace, tmp_path):
     from taxadiffusion.config import load_params
     from taxadiffusion.models.conditioner import ConditionerConfig, TaxonomyConditioner
@@ -98,6 +99,7 @@ def test_two_levels_only_module_k_changes(data_workspace, tmp_path):
     assert timing["seconds_this_run"] > 0 and timing["resumed_from"] == 0 and timing["samples_per_second"] > 0
 
 
+@pytest.mark.slow
 def test_wrong_parent_is_a_one_line_error(data_workspace, tmp_path):
     work = _workspace(data_workspace, tmp_path)
     proc = run_stage("train.py", *_train_args("order", "class"), cwd=work, check=False)
@@ -173,6 +175,7 @@ def test_forward_process_equals_the_hand_written_one(schedule, prediction):
     assert torch.equal(target, noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0)
 
 
+@pytest.mark.slow
 def test_lora_reloads_with_diffusers_loader(data_workspace, tmp_path):
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -202,6 +205,7 @@ def test_lora_reloads_with_diffusers_loader(data_workspace, tmp_path):
     assert image.shape == (1, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(data_workspace, tmp_path):
     work = _workspace(data_workspace, tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
@@ -216,6 +220,7 @@ def test_two_process_ddp_on_cpu(data_workspace, tmp_path):
     assert (work / "models/class/condition.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_files(data_workspace, tmp_path):
     steps, every = 30, {"preview.every": 10}  # previews at steps 10, 20, 30: some before the kill, some after
     straight = _workspace(data_workspace, tmp_path / "a", **{"train.steps": steps}, **every)
@@ -245,6 +250,7 @@ def test_kill_and_resume_gives_the_same_files(data_workspace, tmp_path):
     assert {p.name: p.read_bytes() for p in sorted((work / previews).glob("*.png"))} == drawn, "previews differ"
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_is_skipped(data_workspace, tmp_path):
     """A truncated newest checkpoint is skipped with a log line; the run resumes from the one before and
     ends with the files of an uninterrupted run. The uninterrupted run draws no previews, the resumed one one
@@ -286,6 +292,7 @@ def test_checkpoint_detects_flipped_and_truncated_bytes(tmp_path):
         read_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_one_line_and_writes_no_model(data_workspace, tmp_path):
     work = _workspace(data_workspace, tmp_path, **{"train.lr_first": 1e30, "train.steps": 3})
     proc = run_stage("train.py", *_train_args("class"), cwd=work, check=False)
@@ -332,11 +339,13 @@ def test_level_config_errors_name_the_file(tmp_path, damage, message):
 
 def test_sd_baseline_folder_loads_prompt_only(tmp_path):
     from taxadiffusion.comparison.train import train_method
+    from taxadiffusion.config import Experiment
     from taxadiffusion.models.taxa import load_taxa_model
+    from taxadiffusion.training.train import TrainPaths
 
-    out = train_method("sd", section("train"), model_cfg=tiny_model_config(), levels=LEVELS, seed=0,
-                       out_dir=tmp_path / "sd", shards=tmp_path, latents_dir=tmp_path, scratch=tmp_path / "s",
+    paths = TrainPaths(parent=None, out=tmp_path / "sd", shards=tmp_path, latents=tmp_path, scratch=tmp_path / "s",
                        log_dir=tmp_path / "log")
+    out = train_method("sd", section("train"), Experiment(tiny_model_config(), LEVELS, 0), paths)
     assert sorted(p.name for p in out.iterdir()) == ["method.json", TRAIN_CONFIG]
     model = load_taxa_model(out, tiny_model_config())
     assert model.prompt_only and model.config.spec is None and not model.config.has_lora

@@ -29,6 +29,7 @@ re-derive the tables anywhere with ``--snapshot DIR`` (the study in docs/results
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -42,9 +43,9 @@ import pandas as pd
 from taxadiffusion.analysis import snapshot
 from taxadiffusion.analysis.expshow import (
     LOWER_IS_BETTER,
+    ExpSource,
     as_float,
     drawn_at_other_scale,
-    exp_show,
     file_data,
     flatten,
     revision_name,
@@ -273,8 +274,7 @@ def paired(records: list[dict], reference: str = MAIN_METHOD) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def run(out: str | Path, json_file=None, all_commits: bool = False, include_workspace: bool = False,
-        cwd: str | Path = ".", read: Optional[Reader] = None, ignore: tuple = (),
+def run(out: str | Path, source: ExpSource = ExpSource(), read: Optional[Reader] = None, ignore: tuple = (),
         from_snapshot: str | Path | None = None, save_snapshot: str | Path | None = None) -> tuple[pd.DataFrame, Counter]:
     """Collect, aggregate, write ``out`` (.md) and the CSV next to it (or the other way round).
 
@@ -284,12 +284,13 @@ def run(out: str | Path, json_file=None, all_commits: bool = False, include_work
     if out.suffix.lower() not in (".md", ".csv"):
         raise UserError(f"--out {out}: use a .md or .csv file name (the other one is written next to it)")
     if from_snapshot is not None:
-        if json_file is not None:
+        if source.json_file is not None:
             raise UserError("--snapshot and --json both name the `dvc exp show` document; give one")
-        json_file, read = snapshot.exp_show_file(from_snapshot), snapshot.reader(from_snapshot)
-    doc = exp_show(json_file, all_commits, cwd)
-    reader = snapshot.RecordingReader(read or git_reader(cwd))
-    records, skipped = collect(doc, reader, include_workspace, ignore)
+        source = dataclasses.replace(source, json_file=snapshot.exp_show_file(from_snapshot))
+        read = snapshot.reader(from_snapshot)
+    doc = source.document()
+    reader = snapshot.RecordingReader(read or git_reader(source.cwd))
+    records, skipped = collect(doc, reader, source.include_workspace, ignore)
     if save_snapshot is not None:
         kept = snapshot.save(save_snapshot, doc, reader.found)
         log.info("aggregate: snapshot of %d revision file(s) in %s", kept, save_snapshot)
@@ -327,8 +328,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    run_tool(lambda args: run(args.out, args.json, args.all_commits, args.include_workspace, ignore=tuple(args.ignore),
-                              from_snapshot=args.snapshot, save_snapshot=args.save_snapshot), parser(), argv)
+    run_tool(lambda args: run(args.out, ExpSource(args.json, args.all_commits, args.include_workspace),
+                              ignore=tuple(args.ignore), from_snapshot=args.snapshot,
+                              save_snapshot=args.save_snapshot), parser(), argv)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -22,6 +23,20 @@ RUNNING_STATES = ("queued", "running")
 # Metric kinds where a smaller number is better (docs/method.md: FID ↓, LPIPS ↓; 1-cos is a distance); accuracies
 # and the BioCLIP score are better larger.
 LOWER_IS_BETTER = ("fid", "lpips", "dist")
+
+
+@dataclass(frozen=True)
+class ExpSource:
+    """Where the experiments come from (the tools' ``--json``, ``--all-commits``, ``--include-workspace``): a saved
+    ``dvc exp show --json`` file, or ``dvc`` run in ``cwd``."""
+
+    json_file: Optional[str | Path] = None
+    all_commits: bool = False
+    include_workspace: bool = False  # also the (uncommitted) workspace row
+    cwd: str | Path = "."
+
+    def document(self) -> list:
+        return exp_show(self.json_file, self.all_commits, self.cwd)
 
 
 def exp_show(json_file: Optional[str | Path] = None, all_commits: bool = False, cwd: str | Path = ".") -> list:

@@ -28,9 +28,9 @@ import pandas as pd
 
 from taxadiffusion.analysis.expshow import (
     LOWER_IS_BETTER,
+    ExpSource,
     as_float,
     drawn_at_other_scale,
-    exp_show,
     file_data,
     flatten,
     get,
@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METRICS = ("probe.fid", "probe.acc.species")
 METRICS_FILE = "metrics/classes/all.json"
+
+
+def _changed(params: dict, base: dict, param: str, params_file: str) -> list[str]:
+    """``key=value`` of the params other than ``param`` in which an experiment differs from its baseline commit."""
+    base_data = file_data(base.get("data") or {}, "params", params_file) or {}
+    mine, theirs = flatten(params), flatten(base_data)
+    return [f"{k}={mine.get(k)}" for k in sorted(set(mine) | set(theirs)) if k != param and mine.get(k) != theirs.get(k)]
 
 
 def collect(
@@ -92,13 +99,7 @@ def collect(
                 found_metric[m] = True
             except KeyError:
                 row[m] = None
-        changed = []
-        if kind == "experiment":
-            base_data = file_data(base.get("data") or {}, "params", params_file) or {}
-            mine, theirs = flatten(params), flatten(base_data)
-            changed = [f"{k}={mine.get(k)}" for k in sorted(set(mine) | set(theirs))
-                       if k != param and mine.get(k) != theirs.get(k)]
-        row["changed"] = "; ".join(changed)
+        row["changed"] = "; ".join(_changed(params, base, param, params_file) if kind == "experiment" else [])
         rows.append(row)
     if not rows:
         why = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "none listed"
@@ -141,15 +142,14 @@ def plot(table: pd.DataFrame, metrics: list[str] | tuple[str, ...], out: str | P
     return out
 
 
-def sweep(out: str | Path, metrics=DEFAULT_METRICS, json_file=None, all_commits: bool = False,
-          include_workspace: bool = False, param: str = "guidance_scale", metrics_file: str = METRICS_FILE,
-          cwd: str | Path = ".") -> tuple[pd.DataFrame, Counter]:
+def sweep(out: str | Path, source: ExpSource = ExpSource(), metrics=DEFAULT_METRICS, param: str = "guidance_scale",
+          metrics_file: str = METRICS_FILE) -> tuple[pd.DataFrame, Counter]:
     """Collect, then write ``out`` (plot) and ``out`` with suffix ``.csv`` (the table)."""
     out = Path(out)
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UserError(f"--out {out}: use a .png, .svg or .pdf file name (the CSV is written next to it)")
-    doc = exp_show(json_file, all_commits, cwd)
-    table, skipped = collect(doc, list(metrics), param, metrics_file=metrics_file, include_workspace=include_workspace)
+    table, skipped = collect(source.document(), list(metrics), param, metrics_file=metrics_file,
+                             include_workspace=source.include_workspace)
     plot(table, list(metrics), out, param)
     with atomic_path(out.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
@@ -177,8 +177,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    run_tool(lambda args: sweep(args.out, args.metric or DEFAULT_METRICS, args.json, args.all_commits,
-                                args.include_workspace, args.param, args.metrics_file), parser(), argv)
+    run_tool(lambda args: sweep(args.out, ExpSource(args.json, args.all_commits, args.include_workspace),
+                                args.metric or DEFAULT_METRICS, args.param, args.metrics_file), parser(), argv)
 
 
 if __name__ == "__main__":

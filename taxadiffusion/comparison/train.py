@@ -11,31 +11,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from taxadiffusion.comparison.methods import FROM_FINAL, LABELS, METHOD_FILE, check_method, method_spec
-from taxadiffusion.config import ModelConfig, TrainConfig
+from taxadiffusion.config import Experiment, TrainConfig
 from taxadiffusion.core.files import write_json
+from taxadiffusion.training.train import TrainPaths, train
 
 
-def train_method(method: str, cfg: TrainConfig, *, model_cfg: ModelConfig, levels: list[str], seed: int,
-                 out_dir: str | Path, shards: str | Path, latents_dir: str | Path, scratch: str | Path,
-                 log_dir: str | Path) -> Path:
-    """Stage ``method_train@<m>``: train the method's model into ``out_dir``.
+def train_method(method: str, cfg: TrainConfig, exp: Experiment, paths: TrainPaths) -> Path:
+    """Stage ``method_train@<m>``: train the method's model into ``paths.out`` (``paths.parent`` is None: every
+    method starts from the base model).
 
     Methods without training of their own still get a folder with ``method.json`` (what they sample
     from), so every ``method_train@<m>`` has the same declared output.
     """
     check_method(method)
-    out_dir = Path(out_dir)
+    out_dir, levels = paths.out, exp.levels
     spec = method_spec(cfg, levels, method)
     if spec is not None:
-        from taxadiffusion.training.train import train
-
-        train(cfg, spec, model_cfg=model_cfg, levels=levels, seed=seed, parent_dir=None, out_dir=out_dir,
-              shards=shards, latents_dir=latents_dir, scratch=scratch, log_dir=log_dir,
-              preview=None)  # previews: the train@<level> stages only (README "Previews")
+        train(cfg, spec, exp, paths, preview=None)  # previews: the train@<level> stages only (README "Previews")
     elif method == "sd":  # the base model alone, prompted with the species name
         from taxadiffusion.models.level import LevelConfig, write_level
 
-        write_level(out_dir, LevelConfig.base_only(f"methods/{method}", model_cfg, levels, seed, cfg.species_text),
+        write_level(out_dir, LevelConfig.base_only(f"methods/{method}", exp.model, levels, exp.seed, cfg.species_text),
                     None, None)
     samples_from = "the main pipeline's final level" if method in FROM_FINAL else str(out_dir)
     steps = spec.steps if spec is not None else (0 if method == "sd" else cfg.steps * len(levels))

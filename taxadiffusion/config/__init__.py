@@ -9,7 +9,7 @@ dataclasses, validated in ``__post_init__``), ``params`` (the whole file: :class
 from taxadiffusion.config.data import DatasetConfig, PrepareConfig, ShardConfig, SynthesizeConfig
 from taxadiffusion.config.evaluation import EvaluateConfig, ProbeConfig
 from taxadiffusion.config.file import read_params_dict
-from taxadiffusion.config.params import Params, load_params, params_from_dict, section_from_dict
+from taxadiffusion.config.params import Experiment, Params, load_params, params_from_dict, section_from_dict
 from taxadiffusion.config.sampling import FiguresConfig, GenerateConfig, SamplingConfig
 from taxadiffusion.config.training import ModelConfig, PreviewConfig, TrainConfig
 from taxadiffusion.config.vocab import (
@@ -31,7 +31,7 @@ from taxadiffusion.config.vocab import (
 __all__ = [
     "BACKBONES", "BASELINE_BUDGETS", "CHECK_IMAGES", "DATASETS", "DTYPE_NAMES", "GUIDANCES", "METHOD_NAMES",
     "MIXED_PRECISION", "NOISE_SCHEDULES", "PREPROCESS", "PRESETS", "SAMPLERS", "SPECIES_TEXTS",
-    "DatasetConfig", "EvaluateConfig", "FiguresConfig", "GenerateConfig", "ModelConfig", "Params", "PrepareConfig",
+    "DatasetConfig", "EvaluateConfig", "Experiment", "FiguresConfig", "GenerateConfig", "ModelConfig", "Params", "PrepareConfig",
     "PreviewConfig", "ProbeConfig", "SamplingConfig", "ShardConfig", "SynthesizeConfig", "TrainConfig",
     "load_params", "params_from_dict", "read_params_dict", "section_from_dict",
 ]

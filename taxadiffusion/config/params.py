@@ -29,6 +29,20 @@ from taxadiffusion.config.vocab import METHOD_NAMES
 from taxadiffusion.core.errors import UserError
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """What every training and sampling run of one experiment shares (the group that used to travel as three
+    arguments): the base-model settings (``model``), the taxonomic levels coarse -> fine, and the experiment
+    ``seed`` (training, generation plan and noise, probe). :attr:`Params.experiment` builds it."""
+
+    model: ModelConfig
+    levels: list
+    seed: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "levels", list(self.levels))
+
+
 @dataclass
 class Params:
     """All of params.yaml. Top-level keys are the ones users sweep with ``dvc exp run -S``."""
@@ -79,6 +93,10 @@ class Params:
     @property
     def level_names(self) -> list[str]:
         return list(self.levels.keys())
+
+    @property
+    def experiment(self) -> Experiment:
+        return Experiment(self.model, self.level_names, self.seed)
 
 
 _CLASSES = {

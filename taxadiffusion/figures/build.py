@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from taxadiffusion.config import FiguresConfig, ModelConfig, SamplingConfig
+from taxadiffusion.config import Experiment, FiguresConfig, SamplingConfig
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import atomic_dir, write_json
 from taxadiffusion.core.lineage import lineage_key
@@ -52,7 +53,7 @@ def _s5(sampler, table, shards, levels: list[str], cfg: FiguresConfig, seed: int
     if not taxa:
         return {"skipped": "no test taxa in the prepared table"}
     real = select.real_images(shards, levels, k, taxa, cfg.real_images)
-    image, seeds = guidance_figure(sampler, taxa, levels, cfg.guidance_scales, real, cfg.real_images, seed, cfg.tile)
+    image, seeds = guidance_figure(sampler, taxa, levels, real, seed, cfg)
     image.save(out / FIGURE_FILES["s5"], format="PNG")
     return {"file": FIGURE_FILES["s5"], "rule": "test taxa, classes in turn, most training images first",
             "taxa": [lineage_key(t) for t in taxa], "seeds": seeds, "scales": cfg.guidance_scales,
@@ -75,10 +76,24 @@ def _s6(sampler, table, levels: list[str], cfg: FiguresConfig, seed: int, out: P
                           "name; mean over heads, tokens, cross-attention layers and steps (docs/figures.md)"}
 
 
-def make_figures(cfg: FiguresConfig, sampling: SamplingConfig, model_cfg: ModelConfig, levels: list[str],
-                 target_level: str, seed: int, model_dir: str | Path, prepared: str | Path, shards: str | Path,
-                 out: str | Path, device=None) -> dict:
-    """Write the figures folder ``out`` (module docstring); returns what ``figures.json`` holds."""
+@dataclass(frozen=True)
+class FigurePaths:
+    """What the ``figures`` stage reads and writes (the paths of its ``cmd`` in dvc.yaml)."""
+
+    model: Path  # the trained level the figures are drawn with (models/<generate.target_level>)
+    prepared: Path  # the prepared table (data/prepared): which taxa the figures show
+    shards: Path  # real training images (data/shards), drawn next to the generated ones
+    out: Path  # the figures folder
+
+    def __post_init__(self):
+        for name in ("model", "prepared", "shards", "out"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+
+
+def make_figures(cfg: FiguresConfig, sampling: SamplingConfig, exp: Experiment, target_level: str,
+                 paths: FigurePaths, device=None) -> dict:
+    """Write the figures folder ``paths.out`` (module docstring); returns what ``figures.json`` holds."""
+    levels, seed, model_dir = exp.levels, exp.seed, paths.model
     if target_level not in levels:
         raise UserError(f"generate.target_level={target_level!r}: expected one of {levels}")
     k = levels.index(target_level)
@@ -86,13 +101,13 @@ def make_figures(cfg: FiguresConfig, sampling: SamplingConfig, model_cfg: ModelC
         raise UserError(f"params.yaml figures.embedding_level={cfg.embedding_level!r}: expected one of "
                         f"{levels[: k + 1]} (the levels down to generate.target_level)")
     check_level_dir(model_dir, levels, k)
-    table = select.read_table(prepared, levels)
-    sampler = _timed("load model", load_sampler, model_dir, model_cfg, sampling, k, device)
+    table = select.read_table(paths.prepared, levels)
+    sampler = _timed("load model", load_sampler, model_dir, exp.model, sampling, k, device)
     info = {"model": str(model_dir), "seed": seed, "sampling": dataclasses.asdict(sampling),
             "target_level": target_level}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(paths.out) as tmp:
         info["s2"] = _timed("Fig. S2", _s2, sampler, table, levels, cfg, seed, tmp)
-        info["s5"] = _timed("Fig. S5", _s5, sampler, table, shards, levels, cfg, seed, tmp)
+        info["s5"] = _timed("Fig. S5", _s5, sampler, table, paths.shards, levels, cfg, seed, tmp)
         info["s6"] = _timed("Fig. S6", _s6, sampler, table, levels, cfg, seed, tmp)
         write_json(tmp / FIGURES_FILE, info)
     for name in ("s2", "s5", "s6"):

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from taxadiffusion.config import FiguresConfig
 from taxadiffusion.core.lineage import image_seed, lineage_key
 from taxadiffusion.figures import layout
 from taxadiffusion.sampling.denoise import make_scheduler, sample, to_uint8
@@ -39,9 +40,11 @@ def draw_scales(sampler: TaxaSampler, lineages: Sequence[dict], seeds: Sequence[
     return to_uint8(fixed_rows(sampler.model.base.decode_latents, DECODE_ROWS, latents))
 
 
-def guidance_figure(sampler: TaxaSampler, taxa: list[tuple], levels: list[str], scales: Sequence[float],
-                    real: dict[tuple, list[np.ndarray]], n_real: int, seed: int, tile: int):
-    """Fig. S5 as a PIL image, and the seeds used (one per row)."""
+def guidance_figure(sampler: TaxaSampler, taxa: list[tuple], levels: list[str], real: dict[tuple, list[np.ndarray]],
+                    seed: int, cfg: FiguresConfig):
+    """Fig. S5 as a PIL image, and the seeds used (one per row): ``cfg.guidance_scales`` across,
+    ``cfg.real_images`` real images per row, ``cfg.tile`` pixels a tile."""
+    scales, n_real, tile = cfg.guidance_scales, cfg.real_images, cfg.tile
     k = sampler.cut_off
     lineages = [{lv: (lin[i] if i <= k else "None") for i, lv in enumerate(levels)} for lin in taxa]
     seeds = [image_seed(seed, lineage_key(lin), 0) for lin in taxa]

@@ -47,6 +47,7 @@ def guided_step_output(unet, latents, t, cond, neg, scale: float, guided: bool):
     return out_neg + scale * (out_cond - out_neg)
 
 
+# structure: the loop's inputs are all distinct (contexts, noise seeds, shape, schedule), as in diffusers' __call__
 @torch.no_grad()
 def sample(
     unet,

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from taxadiffusion.cli import run_tool
-from taxadiffusion.config import ModelConfig, SamplingConfig, load_params
+from taxadiffusion.config import Experiment, SamplingConfig, load_params
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import atomic_path, read_json
 from taxadiffusion.core.lineage import NONE, image_seed, lineage_key
@@ -84,12 +84,13 @@ def parse_lineage(text: str, known: list[tuple], levels: list[str], where: str) 
     return names
 
 
-def draw_grid(names: list[str], n: int, model_dir: str | Path, model_cfg: ModelConfig, levels: list[str],
-              sampling: SamplingConfig, seed: int, device=None, zoom: int = 0):
-    """``n`` images of one lineage (seeds as in mass generation) as a PIL grid."""
+def draw_grid(names: list[str], n: int, model_dir: str | Path, exp: Experiment, sampling: SamplingConfig,
+              device=None, zoom: int = 0):
+    """``n`` images of one lineage (seeds as in mass generation, from ``exp.seed``) as a PIL grid."""
+    levels, seed = exp.levels, exp.seed
     cut_off = len(names) - 1
     check_level_dir(model_dir, levels, cut_off)
-    sampler = load_sampler(model_dir, model_cfg, sampling, cut_off, device)
+    sampler = load_sampler(model_dir, exp.model, sampling, cut_off, device)
     lineage = {lv: (names[i] if i <= cut_off else NONE) for i, lv in enumerate(levels)}
     key = lineage_key(names)
     seeds = [image_seed(seed, key, i) for i in range(n)]
@@ -135,7 +136,8 @@ def run(args: argparse.Namespace) -> None:
     seed = params.seed if args.seed is None else args.seed
     overrides = {k: v for k, v in (("steps", args.steps), ("scale", args.scale)) if v is not None}
     sampling = dataclasses.replace(params.sampling, **overrides)  # re-validated
-    image = draw_grid(names, args.n, model_dir, params.model, levels, sampling, seed, args.device, args.zoom)
+    exp = Experiment(params.model, levels, seed)
+    image = draw_grid(names, args.n, model_dir, exp, sampling, args.device, args.zoom)
     with atomic_path(args.out) as tmp:
         image.save(tmp, format="PNG")
     log.info("wrote %s: %d image(s) of %s (%s, %d steps, %s scale %g, seed %d, model %s)", args.out, args.n,

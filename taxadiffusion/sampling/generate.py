@@ -30,13 +30,13 @@ from accelerate import PartialState
 from PIL import Image
 from tqdm.auto import tqdm
 
-from taxadiffusion.config import GenerateConfig, ModelConfig, SamplingConfig
+from taxadiffusion.config import Experiment, GenerateConfig, SamplingConfig
 from taxadiffusion.core.device import on_cpu_only
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import atomic_path, sha256_file, write_json, write_text
 from taxadiffusion.models.level import check_level_dir
 from taxadiffusion.sampling.level_sampler import DECODE_ROWS, TaxaSampler, load_sampler, unet_rows
-from taxadiffusion.sampling.plan import make_plan, plan_images, read_test_table
+from taxadiffusion.sampling.plan import PlanRule, make_plan, plan_images, read_test_table
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ _IMAGE_NAME = re.compile(r"^\d{4,}\.png$")
 # The output folder: fingerprint, lock, images
 
 
-def fingerprint(sampling: SamplingConfig, model_cfg: ModelConfig, levels: list[str], target_level: str,
-                seed: int, model_dir: Path, device: torch.device) -> dict:
+def fingerprint(sampling: SamplingConfig, exp: Experiment, target_level: str, model_dir: Path,
+                device: torch.device) -> dict:
     """Everything that changes pixels; a resumed run with a different fingerprint starts over."""
     files = {}
     for path in sorted(model_dir.iterdir()):
@@ -58,10 +58,10 @@ def fingerprint(sampling: SamplingConfig, model_cfg: ModelConfig, levels: list[s
             files[path.name] = sha256_file(path)
     return {
         "settings": {**asdict(sampling), "guidance_range": list(sampling.guidance_range)},
-        "seed": seed,
-        "levels": list(levels),
+        "seed": exp.seed,
+        "levels": list(exp.levels),
         "target_level": target_level,
-        "base": {"preset": model_cfg.preset, "pretrained": model_cfg.pretrained, "revision": model_cfg.revision},
+        "base": {"preset": exp.model.preset, "pretrained": exp.model.pretrained, "revision": exp.model.revision},
         "model_files": files,
         "device_type": device.type,
         "unet_rows": unet_rows(device),
@@ -221,21 +221,21 @@ def draw_pending(sampler: TaxaSampler, images: pd.DataFrame, mine: list[int], ba
     return drawn
 
 
-def generate(cfg: GenerateConfig, sampling: SamplingConfig, model_cfg: ModelConfig, levels: list[str], seed: int,
-             model_dir: str | Path, prepared_dir: str | Path, out_dir: str | Path, state=None) -> dict:
+def generate(cfg: GenerateConfig, sampling: SamplingConfig, exp: Experiment, model_dir: str | Path,
+             prepared_dir: str | Path, out_dir: str | Path, state=None) -> dict:
     """Draw every image of the plan that is not in ``out_dir`` yet; write plan.csv and manifest.csv.
 
-    ``seed`` (params.yaml ``seed``) picks the capped classes' taxa and every image's noise. Returns a summary
+    ``exp.seed`` (params.yaml ``seed``) picks the capped classes' taxa and every image's noise. Returns a summary
     (``stale_removed`` on rank 0 only).
     """
+    model_cfg, levels, seed = exp.model, exp.levels, exp.seed
     if cfg.target_level not in levels:
         raise UserError(f"generate.target_level={cfg.target_level!r}: expected one of {levels}")
     cut_off = levels.index(cfg.target_level)
     model_dir, out = Path(model_dir), Path(out_dir)
     check_level_dir(model_dir, levels, cut_off)
     test = read_test_table(prepared_dir, levels)
-    plan = make_plan(test, levels, cfg.target_level, cfg.max_species_per_class, cfg.images_per_species_capped,
-                     cfg.images_per_species, seed, where=str(Path(prepared_dir) / "table.parquet"))
+    plan = make_plan(test, levels, PlanRule.of(cfg), seed, where=str(Path(prepared_dir) / "table.parquet"))
     images = plan_images(plan, levels, cfg.target_level, seed)
 
     # cpu=True on a CPU-only machine: otherwise torchrun/accelerate ranks run as independent single processes
@@ -247,7 +247,7 @@ def generate(cfg: GenerateConfig, sampling: SamplingConfig, model_cfg: ModelConf
     with output_lock(out) if state.is_main_process else nullcontext():
         sampler, removed, broken = None, 0, 0
         if state.is_main_process:
-            new = fingerprint(sampling, model_cfg, levels, cfg.target_level, seed, model_dir, state.device)
+            new = fingerprint(sampling, exp, cfg.target_level, model_dir, state.device)
             changed = changed_settings(out, new)
             if changed is not None:  # load (and check) before you destroy: old images outlive a broken model
                 sampler = load_sampler(model_dir, model_cfg, sampling, cut_off, state.device)

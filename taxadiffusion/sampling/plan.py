@@ -13,11 +13,13 @@ process draws it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from taxadiffusion.config import GenerateConfig
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.lineage import NONE, SEED_MODULUS, image_seed, lineage_key, stable_int
 from taxadiffusion.core.names import TreeNames
@@ -49,17 +51,25 @@ def read_test_table(prepared_dir: str | Path, levels: list[str]) -> pd.DataFrame
     return test
 
 
-def make_plan(
-    test: pd.DataFrame,
-    levels: list[str],
-    target_level: str,
-    max_per_class: int,
-    n_capped: int,
-    n_other: int,
-    seed: int,
-    where: str = "table.parquet",
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class PlanRule:
+    """The Table S2 rule (module docstring): the target level, and how many images per taxon."""
+
+    target_level: str
+    max_per_class: int  # generate.max_species_per_class (paper: 400)
+    n_capped: int  # generate.images_per_species_capped (paper: 15)
+    n_other: int  # generate.images_per_species (paper: 50)
+
+    @classmethod
+    def of(cls, cfg: GenerateConfig) -> "PlanRule":
+        return cls(cfg.target_level, cfg.max_species_per_class, cfg.images_per_species_capped,
+                   cfg.images_per_species)
+
+
+def make_plan(test: pd.DataFrame, levels: list[str], rule: PlanRule, seed: int,
+              where: str = "table.parquet") -> pd.DataFrame:
     """One row per taxon: level columns (``"None"`` below the target), ``n_images``, ``capped``."""
+    target_level, max_per_class, n_capped, n_other = rule.target_level, rule.max_per_class, rule.n_capped, rule.n_other
     if target_level not in levels:
         raise UserError(f"generate.target_level={target_level!r}: expected one of {levels}")
     if max_per_class < 1 or n_capped < 1 or n_other < 1:

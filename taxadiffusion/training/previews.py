@@ -30,9 +30,9 @@ from taxadiffusion.config import PreviewConfig, SamplingConfig
 from taxadiffusion.core.lineage import NONE, image_seed, lineage_key
 from taxadiffusion.figures import PREVIEW_DIR, layout
 from taxadiffusion.models.conditioner import ModelLevels
-from taxadiffusion.models.level import LevelConfig
 from taxadiffusion.models.taxa import TaxaModel
 from taxadiffusion.sampling.level_sampler import TaxaSampler
+from taxadiffusion.training.run import Run
 
 MAX_TILE = 256  # larger images (SD1.5: 512 px) are shrunk: a preview stays a few hundred kB
 
@@ -106,15 +106,21 @@ def preview_grid(model: TaxaModel, cut_off: int, lineages: Sequence[dict], seeds
 class TrainingPreviews:
     """The previews of one training run (module docstring): ``maybe_log(live, step)`` after every step."""
 
-    def __init__(self, cfg: PreviewConfig, *, base, unet, conditioner, cache, config: LevelConfig,
-                 lineages: Sequence[dict], cut_off: int, total_steps: int):
-        self.cfg, self.cut_off, self.total = cfg, int(cut_off), int(total_steps)
+    def __init__(self, cfg: PreviewConfig, model: TaxaModel, lineages: Sequence[dict], cut_off: int,
+                 total_steps: int):
+        self.cfg, self.model, self.cut_off, self.total = cfg, model, int(cut_off), int(total_steps)
+        self.taxa, self.seeds = preview_batch(lineages, list(model.levels), self.cut_off, model.config.seed,
+                                              cfg.taxa, cfg.per_taxon)
+        self.title = model.config.level
+
+    @classmethod
+    def of_run(cls, cfg: PreviewConfig, run: Run) -> "TrainingPreviews":
+        """Previews drawn with the modules ``run`` is training: the base's own frozen parts with the UNet being
+        trained (its LoRA unmerged) and the condition module."""
+        config = run.config
         levels = ModelLevels(config.levels, config.species_text)
-        # the base's own frozen parts with the UNet being trained (its LoRA unmerged)
-        self.model = TaxaModel(replace(base, unet=unet), conditioner, cache, levels, config)
-        self.taxa, self.seeds = preview_batch(lineages, list(levels), self.cut_off, config.seed, cfg.taxa,
-                                              cfg.per_taxon)
-        self.title = config.level
+        model = TaxaModel(replace(run.base, unet=run.raw.unet), run.raw.conditioner, run.cache, levels, config)
+        return cls(cfg, model, run.lineages, run.spec.cut_off, run.spec.steps)
 
     def due(self, step: int) -> bool:
         """After ``step`` optimiser steps: every ``preview.every`` steps and at the last (0: never)."""

@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
-from taxadiffusion.config import ModelConfig, PreviewConfig, TrainConfig
+from taxadiffusion.config import Experiment, PreviewConfig, TrainConfig
 from taxadiffusion.core.device import on_cpu_only
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import write_text
@@ -56,21 +57,37 @@ from taxadiffusion.training.run import (
 log = logging.getLogger(__name__)
 
 
-def train(cfg: TrainConfig, spec: TrainSpec, *, model_cfg: ModelConfig, levels: list[str], seed: int,
-          parent_dir: str | Path | None, out_dir: str | Path, shards: str | Path, latents_dir: str | Path,
-          scratch: str | Path, log_dir: str | Path, preview: PreviewConfig | None,
-          max_steps_this_run: int | None = None) -> dict:
-    """Train ``spec`` and write the level folder ``out_dir``, its curves + ``run.json`` in ``log_dir`` and its
-    timings in ``scratch/timing.json``.
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where a training run reads and writes (every path comes from the stage's ``cmd`` in dvc.yaml)."""
 
-    ``parent_dir``: the trained level ``spec.parent`` starts from (unused when the spec has no parent:
-    level 0 and the baselines start from the base model). ``scratch``: resumable step checkpoints.
-    ``preview``: sample grids during training (:mod:`taxadiffusion.figures.preview`), or None for none.
+    parent: Path | None  # the trained level ``spec.parent`` starts from (None: level 0 and the baselines)
+    out: Path  # the level folder (models/<level>, models/methods/<m>)
+    shards: Path  # WebDataset shards (data/shards)
+    latents: Path  # cached latents (data/latents)
+    scratch: Path  # resumable step checkpoints + the unfinished run's log (scratch/train/<level>)
+    log_dir: Path  # curves + run.json (metrics/train/<level>)
+
+    def __post_init__(self):
+        for name in ("out", "shards", "latents", "scratch", "log_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.parent is not None:
+            object.__setattr__(self, "parent", Path(self.parent))
+
+
+def train(cfg: TrainConfig, spec: TrainSpec, exp: Experiment, paths: TrainPaths,
+          preview: PreviewConfig | None = None, max_steps_this_run: int | None = None) -> dict:
+    """Train ``spec`` and write the level folder ``paths.out``, its curves + ``run.json`` in ``paths.log_dir`` and
+    its timings in ``paths.scratch/timing.json``.
+
+    ``paths.parent`` is read only when the spec has a parent (level 0 and the baselines start from the base
+    model). ``preview``: sample grids during training (:mod:`taxadiffusion.training.previews`), or None for none.
     The run's lr and steps are the spec's; ``cfg`` gives everything else. Returns a summary dict
     (``{"stopped_at": step}`` when ``max_steps_this_run`` stopped it first).
     """
-    parent_dir = Path(parent_dir) if spec.parent is not None else None
-    config = LevelConfig.for_run(spec, cfg, model_cfg, levels, seed, _parent_config(spec, parent_dir, levels))
+    parent_dir = paths.parent if spec.parent is not None else None
+    levels, seed = exp.levels, exp.seed
+    config = LevelConfig.for_run(spec, cfg, exp.model, levels, seed, _parent_config(spec, parent_dir, levels))
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         cpu=on_cpu_only(),
@@ -80,15 +97,15 @@ def train(cfg: TrainConfig, spec: TrainSpec, *, model_cfg: ModelConfig, levels: 
     if accelerator.device.type == "cpu" and accelerator.num_processes > 1:
         torch.set_num_threads(1)  # one thread per rank on CPU (docs/install.md)
     set_seed(seed + accelerator.process_index)
-    run = build_run(accelerator, cfg, spec, config, parent_dir, shards, latents_dir)
-    scratch = Path(scratch)
+    run = build_run(accelerator, cfg, spec, config, parent_dir, paths)
+    scratch = paths.scratch
     fp = fingerprint(config, parent_dir)
     start_step = resume(scratch, fp, run)
     summary = _loop(run, scratch, fp, start_step, max_steps_this_run, preview)
     if "stopped_at" in summary:
         return summary
     if accelerator.is_main_process:
-        _write_outputs(Path(out_dir), Path(log_dir), scratch, config, run.raw, summary)
+        _write_outputs(paths.out, paths.log_dir, scratch, config, run.raw, summary)
         shutil.rmtree(scratch / "checkpoints", ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -107,7 +124,7 @@ def _parent_config(spec: TrainSpec, parent_dir: Path | None, levels: list[str]) 
 
 
 def build_run(accelerator: Accelerator, cfg: TrainConfig, spec: TrainSpec, config: LevelConfig,
-              parent_dir: Path | None, shards, latents_dir) -> Run:
+              parent_dir: Path | None, paths: TrainPaths) -> Run:
     """The model (from the parent's folder, or new), its optimiser, the latents and the text cache."""
     device = accelerator.device
     base = load_base(config.model, device=device)
@@ -121,7 +138,7 @@ def build_run(accelerator: Accelerator, cfg: TrainConfig, spec: TrainSpec, confi
     opt = torch.optim.AdamW(trainable, lr=spec.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                             weight_decay=cfg.weight_decay)
     model, opt = accelerator.prepare(raw, opt)
-    latents = latent_source(base, shards, latents_dir if config.model.preset == "sd15" else None)
+    latents = latent_source(base, paths.shards, paths.latents if config.model.preset == "sd15" else None)
     return Run(
         accelerator=accelerator, cfg=cfg, spec=spec, levels=list(config.levels), seed=config.seed, base=base,
         config=config, model=model,
@@ -219,9 +236,7 @@ def _previews(run: Run, preview: PreviewConfig | None) -> TrainingPreviews | Non
     """Previews of a level being trained (none for the random-level ablation: no one level to show)."""
     if preview is None or not preview.every or run.spec.random_cut_off:
         return None
-    return TrainingPreviews(preview, base=run.base, unet=run.raw.unet, conditioner=run.raw.conditioner,
-                            cache=run.cache, config=run.config, lineages=run.lineages,
-                            cut_off=run.spec.cut_off, total_steps=run.spec.steps)
+    return TrainingPreviews.of_run(preview, run)
 
 
 def _stop_if_diverged(run: Run, first_bad: torch.Tensor) -> None:
