@@ -20,6 +20,7 @@ def main(args, params) -> None:
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--cache", default="scratch/image_root.sqlite", help="content-hash cache (default: %(default)s)")
+    parser.add_argument("--cache", default="scratch/image_root.sqlite",
+                        help="content-hash cache (default: %(default)s)")
     parser.add_argument("--out", default="data/image_root.json", help="fingerprint file (default: %(default)s)")
     run_stage(main, parser)

@@ -15,7 +15,8 @@ from taxadiffusion.metrics.probe import fit_probe_on_shards
 
 def main(args, params) -> None:
     config = fit_probe_on_shards(args.shards, args.out, params.level_names, params.probe, params.seed)
-    logging.info("probe: %d train images, %d steps -> %s", config["train"]["n_images"], config["train"]["steps"], args.out)
+    logging.info("probe: %d train images, %d steps -> %s", config["train"]["n_images"], config["train"]["steps"],
+                 args.out)
 
 
 if __name__ == "__main__":

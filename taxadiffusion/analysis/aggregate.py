@@ -275,7 +275,8 @@ def paired(records: list[dict], reference: str = MAIN_METHOD) -> pd.DataFrame:
 
 
 def run(out: str | Path, source: ExpSource = ExpSource(), read: Optional[Reader] = None, ignore: tuple = (),
-        from_snapshot: str | Path | None = None, save_snapshot: str | Path | None = None) -> tuple[pd.DataFrame, Counter]:
+        from_snapshot: str | Path | None = None,
+        save_snapshot: str | Path | None = None) -> tuple[pd.DataFrame, Counter]:
     """Collect, aggregate, write ``out`` (.md) and the CSV next to it (or the other way round).
 
     ``from_snapshot``: read the experiments from a snapshot folder (:mod:`taxadiffusion.analysis.snapshot`) instead of
@@ -321,7 +322,8 @@ def parser() -> argparse.ArgumentParser:
                              "to pool experiments that ran different method lists; repeatable")
     parser.add_argument("--save-snapshot", default=None, metavar="DIR",
                         help="also keep what was read (the exp show document, each summary read at a commit) in DIR, "
-                             "so the tables can be re-derived without the experiments (taxadiffusion/analysis/snapshot.py)")
+                             "so the tables can be re-derived without the experiments "
+                             "(taxadiffusion/analysis/snapshot.py)")
     parser.add_argument("--snapshot", default=None, metavar="DIR",
                         help="read a folder written by --save-snapshot instead of running dvc and git")
     return parser

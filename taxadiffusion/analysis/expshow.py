@@ -58,7 +58,8 @@ def exp_show(json_file: Optional[str | Path] = None, all_commits: bool = False, 
     except json.JSONDecodeError as exc:
         raise UserError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(doc, list):
-        raise UserError(f"{where}: expected a JSON list of revisions (dvc 3 `exp show --json`), got {type(doc).__name__}")
+        raise UserError(f"{where}: expected a JSON list of revisions (dvc 3 `exp show --json`), "
+                        f"got {type(doc).__name__}")
     return doc
 
 

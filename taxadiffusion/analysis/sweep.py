@@ -53,7 +53,8 @@ def _changed(params: dict, base: dict, param: str, params_file: str) -> list[str
     """``key=value`` of the params other than ``param`` in which an experiment differs from its baseline commit."""
     base_data = file_data(base.get("data") or {}, "params", params_file) or {}
     mine, theirs = flatten(params), flatten(base_data)
-    return [f"{k}={mine.get(k)}" for k in sorted(set(mine) | set(theirs)) if k != param and mine.get(k) != theirs.get(k)]
+    return [f"{k}={mine.get(k)}" for k in sorted(set(mine) | set(theirs))
+            if k != param and mine.get(k) != theirs.get(k)]
 
 
 def collect(
@@ -110,12 +111,14 @@ def collect(
     missing = [m for m, ok in found_metric.items() if not ok]
     if missing:
         avail = ", ".join(numeric_keys(any_metrics_file or {})) or "none"
-        raise UserError(f"{metrics_file}: metric '{missing[0]}' not found in any experiment (numeric keys: {avail}, ...)")
+        raise UserError(f"{metrics_file}: metric '{missing[0]}' not found in any experiment "
+                        f"(numeric keys: {avail}, ...)")
     table = pd.DataFrame(rows).sort_values([param, "kind", "experiment"], kind="stable").reset_index(drop=True)
     return table, skipped
 
 
-def plot(table: pd.DataFrame, metrics: list[str] | tuple[str, ...], out: str | Path, param: str = "guidance_scale") -> Path:
+def plot(table: pd.DataFrame, metrics: list[str] | tuple[str, ...], out: str | Path,
+         param: str = "guidance_scale") -> Path:
     """One panel per metric: every experiment as a point, a line through the mean at each scale."""
     import matplotlib
 
@@ -169,7 +172,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", action="append", default=None,
                         help=f"dotted path into the metrics file, repeatable (default: {' '.join(DEFAULT_METRICS)})")
     parser.add_argument("--json", default=None, help="read this `dvc exp show --json` file instead of running dvc")
-    parser.add_argument("--param", default="guidance_scale", help="swept param in params.yaml (default: guidance_scale)")
+    parser.add_argument("--param", default="guidance_scale",
+                        help="swept param in params.yaml (default: guidance_scale)")
     parser.add_argument("--metrics-file", default=METRICS_FILE)
     parser.add_argument("--all-commits", action="store_true", help="experiments of all commits, not only HEAD's")
     parser.add_argument("--include-workspace", action="store_true", help="also the (uncommitted) workspace row")

@@ -31,7 +31,7 @@ from taxadiffusion.config.vocab import (
 __all__ = [
     "BACKBONES", "BASELINE_BUDGETS", "CHECK_IMAGES", "DATASETS", "DTYPE_NAMES", "GUIDANCES", "METHOD_NAMES",
     "MIXED_PRECISION", "NOISE_SCHEDULES", "PREPROCESS", "PRESETS", "SAMPLERS", "SPECIES_TEXTS",
-    "DatasetConfig", "EvaluateConfig", "Experiment", "FiguresConfig", "GenerateConfig", "ModelConfig", "Params", "PrepareConfig",
-    "PreviewConfig", "ProbeConfig", "SamplingConfig", "ShardConfig", "SynthesizeConfig", "TrainConfig",
+    "DatasetConfig", "EvaluateConfig", "Experiment", "FiguresConfig", "GenerateConfig", "ModelConfig", "Params",
+    "PrepareConfig", "PreviewConfig", "ProbeConfig", "SamplingConfig", "ShardConfig", "SynthesizeConfig", "TrainConfig",
     "load_params", "params_from_dict", "read_params_dict", "section_from_dict",
 ]

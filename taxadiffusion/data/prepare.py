@@ -372,7 +372,8 @@ def prepare(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str], out: str
     if rows_kept == 0:
         files.write_json(out / "report.json", report)
         reasons = ", ".join(f"{k}: {v}" for k, v in report["dropped"].items())
-        raise UserError(f"{cfg.metadata}: no usable rows: all {rows_in} were dropped ({reasons}); see {out / 'report.json'}")
+        raise UserError(f"{cfg.metadata}: no usable rows: all {rows_in} were dropped ({reasons}); "
+                        f"see {out / 'report.json'}")
 
     table, single = _final_table(df, levels, pcfg)
     lineages = table[levels].dropna().drop_duplicates().sort_values(levels).astype(str).values.tolist()

@@ -31,7 +31,8 @@ def shard_urls(shard_dir: str | Path, split: str) -> list[str]:
     """Absolute shard paths of ``split`` in order (``index.json`` names are relative to ``shard_dir``)."""
     index = read_index(shard_dir)
     if split not in index:
-        raise UserError(f"{Path(shard_dir) / 'index.json'}: no split {split!r} (have {[s for s in SPLITS if s in index]})")
+        have = [s for s in SPLITS if s in index]
+        raise UserError(f"{Path(shard_dir) / 'index.json'}: no split {split!r} (have {have})")
     return [str(Path(shard_dir) / name) for name in index[split]["shards"]]
 
 

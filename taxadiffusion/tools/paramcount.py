@@ -64,7 +64,8 @@ def _resolve_unet_config(path: str | Path) -> Path:
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
-        raise UserError(f"{path}: UNet config not found (give a diffusers UNet2DConditionModel config.json or its folder)")
+        raise UserError(f"{path}: UNet config not found "
+                        "(give a diffusers UNet2DConditionModel config.json or its folder)")
     return path
 
 
@@ -223,7 +224,8 @@ def format_table(result: dict) -> str:
     header = ["Model", "Total", "Trainable", "Total (M)", "Paper", "Trainable (M)", "Paper", "Agrees"]
     lines = []
     for name, row in result["models"].items():
-        agree = [paper_agrees(row["total"], row["paper_total_m"]), paper_agrees(row["trainable"], row["paper_trainable_m"])]
+        agree = [paper_agrees(row["total"], row["paper_total_m"]),
+                 paper_agrees(row["trainable"], row["paper_trainable_m"])]
         lines.append([
             name,
             f"{row['total']:,}",
@@ -235,7 +237,10 @@ def format_table(result: dict) -> str:
             "-" if None in agree else ("yes" if all(agree) else "NO"),
         ])
     widths = [max(len(str(r[i])) for r in [header] + lines) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    def fmt(r) -> str:
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     b = result["breakdown"]
     out = [
         f"Table S1 parameter counts, {result['levels']} levels ({', '.join(result['level_names'])}); "

@@ -156,7 +156,8 @@ def pretrain_unet(recipe: dict, text_encoder, unet, pool: torch.Tensor, ids: tor
         stop = recipe.get("max_seconds") and time.time() - t_start > recipe["max_seconds"]
         if step % 500 == 0 or step == recipe["steps"] - 1 or stop:
             rate = (step + 1) / (time.time() - t_start)
-            print(f"step {step} loss {np.mean(losses[-500:]):.4f} lr {sched.get_last_lr()[0]:.2e} {rate:.1f} steps/s", flush=True)
+            print(f"step {step} loss {np.mean(losses[-500:]):.4f} lr {sched.get_last_lr()[0]:.2e} "
+                  f"{rate:.1f} steps/s", flush=True)
         if stop:
             break
     ema.copy_to(unet.parameters())
@@ -176,7 +177,8 @@ def noise_scheduler_for_pretraining() -> DDPMScheduler:
 
 @torch.no_grad()
 def sample_captions_grid(base_dir, out_png, device="cpu", captions=None, per_caption=6, steps=50, scale=3.0):
-    """Preview of the pretrained tiny base (``taxadiffusion pretrain --samples``): rows = captions, CFG against ``""``."""
+    """Preview of the pretrained tiny base (``taxadiffusion pretrain --samples``): rows = captions, CFG against
+    ``""``."""
     # load_base reads preset, pretrained and revision only; the condition-module sizes are placeholders
     cfg = ModelConfig(preset="tiny", pretrained=str(base_dir), revision=None, cache_latents=False, cond_layers=1,
                       cond_heads=1, cond_ff=1, cond_dropout=0.0)

@@ -21,8 +21,9 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def noise_scheduler(base: BaseModel, schedule: str) -> DDPMScheduler:
-    """Training schedule (``train.noise_schedule``, one of ``config.NOISE_SCHEDULES``): the base model's own (SD1.5: scaled_linear, epsilon) unless overridden.
-    ``linear`` reproduces the official code's training betas (docs/deviations.md)."""
+    """Training schedule (``train.noise_schedule``, one of ``config.NOISE_SCHEDULES``): the base model's own
+    (SD1.5: scaled_linear, epsilon) unless overridden. ``linear`` reproduces the official code's training betas
+    (docs/deviations.md)."""
     config = {k: v for k, v in base.scheduler_config.items() if k != "_class_name"}
     if schedule != "base":
         config["beta_schedule"] = schedule

@@ -51,4 +51,5 @@ def read_table(cfg: DatasetConfig, levels: list[str], drops: Drops, columns: dic
 
 def read_synthetic(cfg: DatasetConfig, levels: list[str], drops: Drops) -> pd.DataFrame:
     """The built-in synthetic world's ``annotations.csv``: the ``table`` reader with its fixed map."""
-    return read_table(cfg, levels, drops, columns={k: v for k, v in SYNTHETIC_COLUMNS.items() if k in levels or k == "image"})
+    columns = {k: v for k, v in SYNTHETIC_COLUMNS.items() if k in levels or k == "image"}
+    return read_table(cfg, levels, drops, columns=columns)
