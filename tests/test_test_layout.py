@@ -1,9 +1,10 @@
 """The tests' own layout: shared code lives in the ``tests/helpers/`` package, test modules import it (never one
-another, never ``conftest``), ``conftest.py`` holds fixtures and hooks only."""
+another, never ``conftest``), ``conftest.py`` holds fixtures and hooks only, and the ``slow`` marker is registered."""
 
 from __future__ import annotations
 
 import ast
+import configparser
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -59,3 +60,11 @@ def test_conftest_holds_fixtures_and_hooks_only():
               and not (isinstance(n, ast.FunctionDef) and (_is_fixture(n) or n.name.startswith("pytest_")))]
     assert not others, f"conftest.py defines {others}: helpers go to tests/helpers/, conftest keeps fixtures"
 
+
+def test_slow_marker_is_registered_and_strict():
+    ini = configparser.ConfigParser()
+    ini.read(TESTS.parent / "pytest.ini")
+    markers = [line.strip() for line in ini["pytest"]["markers"].splitlines() if line.strip()]
+    assert any(m.startswith("slow:") and len(m) > len("slow: ") for m in markers), markers
+    addopts = ini["pytest"]["addopts"].split()
+    assert "--strict-markers" in addopts and "no:cacheprovider" not in addopts, addopts
