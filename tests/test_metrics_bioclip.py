@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -59,14 +58,12 @@ def test_score_is_100_cos_with_the_lineage_text(tmp_path):
     assert not np.allclose(scorer.scores(scorer.image_embeddings(images), lineages, depth=1), scores)
 
 
-def test_missing_bioclip_is_one_line_and_fast(tmp_path):
-    start = time.time()
+def test_missing_bioclip_is_one_line(tmp_path):
     with pytest.raises(UserError) as err:
         BioCLIPScorer("hf-hub:imageomics/bioclip", "{lineage}", LEVELS)
     msg = str(err.value)
     assert msg.startswith("evaluate.bioclip_model: cannot load BioCLIP 'hf-hub:imageomics/bioclip'") and "\n" not in msg
     assert "set evaluate.bioclip_model=local-dir:/path/to/bioclip" in msg
-    assert time.time() - start < 10  # HF_HUB_OFFLINE=1: no retries
     with pytest.raises(UserError, match=r"has no open_clip_config.json"):
         BioCLIPScorer(f"local-dir:{tmp_path}", "{lineage}", LEVELS)
     with pytest.raises(UserError, match=r"evaluate.bioclip_model: '/nope' not found"):

@@ -4,7 +4,6 @@ torchvision state_dict through the real ``lpips`` model."""
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -50,11 +49,9 @@ def test_pairing_rule(alex):
 
 def test_missing_or_wrong_trunk_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    start = time.time()
     with pytest.raises(UserError, match=r"^evaluate.lpips_weights: torchvision vgg weights not found .* "
                                         r"set evaluate.lpips_weights=/path/to/vgg16-397923af.pth$"):
         LPIPSMetric("vgg", None)
-    assert time.time() - start < 5
     bad = tmp_path / "bad.pth"
     torch.save({"classifier.1.weight": torch.zeros(2)}, bad)
     with pytest.raises(UserError, match=r"bad.pth is not a torchvision alex state_dict \(no 'features.0.weight'\)"):

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -48,20 +47,17 @@ def _check_table_s1(result: dict) -> None:
 @pytest.mark.slow
 def test_command_json_matches_table_s1(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    start = time.monotonic()
     # Run from another folder: the assets must be found next to the package, not in the cwd.
     proc = subprocess.run(
         [sys.executable, "-m", "taxadiffusion", "paramcount", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
-    elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     _check_table_s1(result)
     assert result["levels"] == 5 and result["level_names"] == ["class", "order", "family", "genus", "species"]
     assert result["unet_config"] == "assets/sd15/unet/config.json"
     assert result["frozen_not_counted"] == {"text_encoder": CLIP_L_TEXT, "vae": SD_VAE}
-    assert elapsed < 45, f"meta build took {elapsed:.1f}s"  # ~6 s measured; generous for a shared CPU
 
 
 def test_function_matches_table_s1():

@@ -7,7 +7,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -118,7 +117,7 @@ def test_bad_config_is_a_user_error(tmp_path):
         section("synthesize", {"images_per_species": [10, 2]})
 
 
-def test_render_is_rgb_deterministic_and_fast_enough():
+def test_render_is_rgb_and_deterministic():
     traits = S.build_world(0, 4).species[0].traits
     a = A.render(traits, S.image_rng(0, 0, 0))
     b = A.render(traits, S.image_rng(0, 0, 0))
@@ -132,11 +131,8 @@ def test_render_is_rgb_deterministic_and_fast_enough():
     assert np.abs(arr - arr[0, 0]).sum(-1).max() > 150
     assert A.render(traits, S.image_rng(0, 0, 0), size=48).size == (48, 48)
     rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
-    for _ in range(50):
-        A.render(A.random_traits(rng), rng)
-    per_image_ms = (time.perf_counter() - t0) / 50 * 1e3
-    print(f"render: {per_image_ms:.2f} ms/image")  # sanity figure, not a timed assertion (shared CPU)
+    for _ in range(50):  # any trait combination renders (its speed: benchmarks/bench_quick.py)
+        assert A.render(A.random_traits(rng), rng).size == (32, 32)
 
 
 def test_palettes_are_visible_in_the_image():

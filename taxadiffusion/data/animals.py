@@ -1,4 +1,4 @@
-"""Drawing the synthetic animals: the trait vocabularies, captions and the renderer (``synthetic`` builds the
+"""Drawing the synthetic animals: the trait vocabularies, captions and the renderer (``synthesize`` builds the
 tree that assigns traits to taxa; ``pretrain`` draws independent trait combinations with captions).
 
 ``sample_pretraining_batch`` draws *independent* random trait combinations with captions: the

@@ -1,1 +1,2 @@
-"""TODO"""
+"""Pipeline phase *report*: stage ``report`` (``build``: ``reports/index.html``) and its charts (``charts``).
+"""

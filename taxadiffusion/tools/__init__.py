@@ -1,1 +1,2 @@
-"""TODO"""
+"""One-off tools: ``taxadiffusion paramcount`` (Table S1 counts) and ``taxadiffusion pretrain`` (the tiny base).
+"""
