@@ -123,8 +123,8 @@ def bench_prepare(tmp: Path, rows: int) -> dict:
 
 
 def bench_shard(tmp: Path, n_images: int, resolution: int = 32) -> dict:
-    # Imported here, not at the top: taxadiffusion.data.shard_reader pulls in torch (~470 MB RSS), which the prepare child
-    # (this same file) must not load, or its ru_maxrss would not measure prepare alone.
+    # Imported here, not at the top: taxadiffusion.data.shard_reader pulls in torch (~470 MB RSS), which the prepare
+    # child (this same file) must not load, or its ru_maxrss would not measure prepare alone.
     from taxadiffusion.data.shard import write_shards
 
     root = tmp / "shard_images"
@@ -157,7 +157,8 @@ def bench_shard(tmp: Path, n_images: int, resolution: int = 32) -> dict:
     size = sum(p.stat().st_size for p in (tmp / "shards").rglob("*.tar"))
     return {"images": n, "source": "256x256 JPEG", "resolution": resolution,
             "prepare_header_check_s": round(t_check, 2), "prepare_images_per_s": round(n / t_check, 1),
-            "shard_s": round(t_shard, 2), "shard_images_per_s": round(n / t_shard, 1), "shards_mb": round(size / 1e6, 2)}
+            "shard_s": round(t_shard, 2), "shard_images_per_s": round(n / t_shard, 1),
+            "shards_mb": round(size / 1e6, 2)}
 
 
 def main() -> None:

@@ -70,7 +70,8 @@ def make_shards(work: Path, resolution: int, n: int = 64) -> Path:
         for i in range(n):
             taxon = world.species[i % len(world.species)]
             img = animals.render(taxon.traits, rng, size=resolution)
-            sink.write({"__key__": f"{i:09d}", "png": img, "json": {"lineage": taxon.lineage, "row": i, "path": f"{i}.png"}})
+            meta = {"lineage": taxon.lineage, "row": i, "path": f"{i}.png"}
+            sink.write({"__key__": f"{i:09d}", "png": img, "json": meta})
     index = {"levels": synthetic.LEVELS, "resolution": resolution,
              "train": {"shards": ["train/shard-000000.tar"], "count": n}, "test": {"shards": [], "count": 0}}
     (work / "shards" / "index.json").write_text(json.dumps(index))
@@ -101,7 +102,8 @@ def reference_loop(params, base, lineages, images, steps: int, batch: int) -> fl
         with torch.no_grad():
             latents = base.vae.encode(x).latent_dist.sample() * base.scaling_factor
             texts = [t for i in idx for t in lineage_texts(levels, lineages[i], species_text="as_written")]
-            ids = base.tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+            ids = base.tokenizer(texts, padding="max_length", max_length=77, truncation=True,
+                                 return_tensors="pt").input_ids
             hidden = base.text_encoder(ids)[0].view(batch, len(levels), 77, -1)
         noise = torch.randn_like(latents)
         t = torch.randint(0, 1000, (batch,))
@@ -180,10 +182,12 @@ def bench_b() -> dict:
     prepare_unet_for_sampling(base.unet)
     ctx = torch.randn(64, 32, 64)
     t0 = time.perf_counter()
-    sample(base.unet, make_scheduler("pndm", base.scheduler_config), ctx, ctx.flip(0), list(range(64)), (12, 16, 16), 250, 6.0)
+    sample(base.unet, make_scheduler("pndm", base.scheduler_config), ctx, ctx.flip(0), list(range(64)), (12, 16, 16),
+           250, 6.0)
     sample_s = time.perf_counter() - t0
     stage_s = _generate_stage_64x250()
-    return {"train_step_b32_s": round(step_s, 3), "goal_step": "<= 0.35", "sample_64_images_250_steps_s": round(sample_s, 1),
+    return {"train_step_b32_s": round(step_s, 3), "goal_step": "<= 0.35",
+            "sample_64_images_250_steps_s": round(sample_s, 1),
             "generate_stage_64_images_250_steps_s": round(stage_s, 1), "goal_sample": "<= 90"}
 
 
@@ -214,7 +218,8 @@ def main():
     if not args.skip_b:
         print("(b) tiny preset:", json.dumps(bench_b()), flush=True)
     if not args.skip_a:
-        print("(a) SD1.5 architecture, random weights, CPU:", json.dumps(bench_a(args.resolution, args.batch, args.steps)), flush=True)
+        print("(a) SD1.5 architecture, random weights, CPU:",
+              json.dumps(bench_a(args.resolution, args.batch, args.steps)), flush=True)
 
 
 if __name__ == "__main__":

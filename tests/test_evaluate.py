@@ -45,7 +45,8 @@ def test_evaluate_stage_cli(world, tmp_path):
     assert aves["fid_small_sample"] is False and rept["fid_small_sample"] is True
     assert aves["probe"]["fid"] >= 0 and aves["probe"]["pairs"] == 9 and aves["probe"]["acc"]["class"] == 1.0
     assert summary["overall"]["probe"]["acc"]["class"] == 1.0 and summary["overall"]["probe"]["fid"] >= 0
-    assert summary["per_level"]["species"]["n_taxa"] == 5 and summary["per_level"]["species"]["probe"]["n_taxa_fid"] == 5
+    level = summary["per_level"]["species"]
+    assert level["n_taxa"] == 5 and level["probe"]["n_taxa_fid"] == 5
 
     table = pd.read_csv(out / "class_metrics.csv")
     assert list(table["Class name"]) == ["Aves", "Reptilia"]  # Table S2 order: most generated first
@@ -109,7 +110,8 @@ def test_class_metrics_folder_is_replaced_whole(tmp_path):
 
 
 def _keys(tree: dict, prefix: str = "") -> list[str]:
-    return sorted(k for key, v in tree.items() for k in (_keys(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key]))
+    return sorted(k for key, v in tree.items()
+                  for k in (_keys(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key]))
 
 
 def test_second_run_reuses_real_features(world, tmp_path, caplog):
@@ -165,8 +167,8 @@ def test_missing_weights_fail_the_stage_in_one_line(world, tmp_path, monkeypatch
     root, shards, gen, probe = world
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # nothing cached, HF_HUB_OFFLINE=1
     params = write_params_yaml(tmp_path, backbones=["probe", "inception"])
-    code, err = run_stage_here("evaluate.py", "--params", params, "--shards", shards, "--generated", gen, "--probe", probe,
-                               "--out", tmp_path / "metrics", "--cache", tmp_path / "features",
+    code, err = run_stage_here("evaluate.py", "--params", params, "--shards", shards, "--generated", gen,
+                               "--probe", probe, "--out", tmp_path / "metrics", "--cache", tmp_path / "features",
                                monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2
     lines = err.strip().splitlines()

@@ -39,7 +39,8 @@ def _write(folder, n: int, views: int = 1, chunk_size: int = 3):
 
 def test_chunks_round_trip_and_draw_from_the_step_generator(tmp_path):
     mean, std = _write(tmp_path, 7)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_FILE] + [f"train-00000{i}.safetensors" for i in range(3)]
+    chunks = [f"train-00000{i}.safetensors" for i in range(3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_FILE] + chunks
     source = LatentShards(tmp_path, open_chunks=2)
     assert len(source) == 7 and [source.lineages[i] for i in (0, 4)] == [_lineage(0), _lineage(4)]
     idx = np.array([6, 0, 4, 4])

@@ -1,5 +1,5 @@
-"""Inception through the real torch-fidelity loader (the one torchmetrics' FID wraps) from a local weights file, and the one-line
-error when a backbone's weights are missing (offline, nothing cached)."""
+"""Inception through the real torch-fidelity loader (the one torchmetrics' FID wraps) from a local weights file,
+and the one-line error when a backbone's weights are missing (offline, nothing cached)."""
 
 from __future__ import annotations
 

@@ -136,7 +136,8 @@ def test_assets_are_the_sd15_configs():
     assert unet["block_out_channels"] == [320, 640, 1280, 1280] and unet["cross_attention_dim"] == 768
     assert unet["sample_size"] == 64 and unet["in_channels"] == unet["out_channels"] == 4
     text = CLIPTextConfig.from_pretrained(str(ASSETS / "text_encoder"))
-    assert (text.hidden_size, text.num_hidden_layers, text.max_position_embeddings, text.vocab_size) == (768, 12, 77, 49408)
+    assert (text.hidden_size, text.num_hidden_layers, text.max_position_embeddings, text.vocab_size) == \
+        (768, 12, 77, 49408)
     assert text.hidden_act == "quick_gelu"
     vae = json.loads((ASSETS / "vae" / "config.json").read_text())
     assert vae["latent_channels"] == 4 and vae["scaling_factor"] == 0.18215

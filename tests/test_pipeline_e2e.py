@@ -37,7 +37,8 @@ def _changed(repo: Path) -> dict:
 
 
 def _flat(tree: dict, prefix: str = "") -> list[str]:
-    return [k for key, v in tree.items() for k in (_flat(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key])]
+    return [k for key, v in tree.items()
+            for k in (_flat(v, f"{prefix}{key}.") if isinstance(v, dict) else [prefix + key])]
 
 
 def _lock_outs(repo: Path) -> dict[str, list[str]]:

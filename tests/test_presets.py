@@ -29,12 +29,14 @@ def test_there_is_a_preset_per_paper_dataset():
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_preset_is_valid_and_has_the_papers_settings(path):
-    assert _keys(read_params_dict(path)) == _keys(read_params_dict(REPO / "params.yaml")), "keys drifted from params.yaml"
+    assert _keys(read_params_dict(path)) == _keys(read_params_dict(REPO / "params.yaml")), \
+        "keys drifted from params.yaml"
     p = load_params(path)
     assert p.dataset.name == path.stem and p.dataset.resolution == 512
     assert p.model.preset == "sd15" and (p.model.cond_layers, p.model.cond_heads, p.model.cond_ff) == (2, 8, 2048)
     assert (p.train.steps, p.train.lr_first, p.train.lr) == (250_000, 1e-4, 1e-5)
-    assert (p.sampling.steps, p.sampling.scale, p.sampling.sampler, p.sampling.guidance) == (250, 6.0, "pndm", "taxaguide")
+    assert (p.sampling.steps, p.sampling.scale, p.sampling.sampler, p.sampling.guidance) == \
+        (250, 6.0, "pndm", "taxaguide")
     assert (p.generate.max_species_per_class, p.generate.images_per_species_capped, p.generate.images_per_species) == \
         (400, 15, 50)
     assert len(p.level_names) == (7 if path.stem == "inat2021" else 5)
@@ -42,7 +44,8 @@ def test_preset_is_valid_and_has_the_papers_settings(path):
 
 @pytest.mark.slow
 def test_fishnet_preset_parameter_count_is_table_s1():
-    out = subprocess.run([sys.executable, "-m", "taxadiffusion", "paramcount", "--params", str(REPO / "presets" / "fishnet.yaml")],
+    out = subprocess.run([sys.executable, "-m", "taxadiffusion", "paramcount",
+                          "--params", str(REPO / "presets" / "fishnet.yaml")],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith("TaxaDiffusion"))

@@ -24,7 +24,8 @@ torch.set_num_threads(1)
 def test_probe_stage_trains_and_predicts(tmp_path):
     shards = write_shards(tmp_path)
     out = tmp_path / "probe"
-    proc = run_repo_stage("probe.py", "--params", write_params_yaml(tmp_path), "--shards", shards, "--out", out, tmp=tmp_path)
+    proc = run_repo_stage("probe.py", "--params", write_params_yaml(tmp_path), "--shards", shards, "--out", out,
+                          tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     assert (out / "probe.safetensors").is_file() and config["levels"] == LEVELS
@@ -55,7 +56,8 @@ def test_training_is_deterministic_and_unseen_taxa_are_counted(tmp_path, monkeyp
     lineages = [w for w in WORLD for _ in range(4)]
     params = metrics_params()
     cfg = dataclasses.replace(params.probe, steps=5)
-    a, b = train_probe(images, lineages, LEVELS, cfg, params.seed), train_probe(images, lineages, LEVELS, cfg, params.seed)
+    a = train_probe(images, lineages, LEVELS, cfg, params.seed)
+    b = train_probe(images, lineages, LEVELS, cfg, params.seed)
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert torch.equal(va, vb), k
     # models/probe is a DVC output: the same inputs must give the same bytes (no run time in config.json)

@@ -231,7 +231,8 @@ def test_wrong_field_count_in_bioscan_tsv(tmp_path):
 
 
 def test_unknown_dataset_name_and_missing_file(tmp_path):
-    with pytest.raises(UserError, match=r"dataset.name='fishnets': expected one of synthetic, fishnet, bioscan1m") as exc:
+    expected = r"dataset.name='fishnets': expected one of synthetic, fishnet, bioscan1m"
+    with pytest.raises(UserError, match=expected) as exc:
         _dataset(name="fishnets", metadata=str(tmp_path / "x.csv"))  # checked when the section is built
     assert "\n" not in str(exc.value)
     with pytest.raises(UserError, match=r"x.csv: file not found"):

@@ -1,8 +1,8 @@
 """The `report` stage: one self-contained HTML page, every section present, optional parts as notes.
 
-``report_inputs`` (tests/helpers/report.py) builds every input the report can read (metrics from a real `evaluate`, training logs in
-dvclive's layout, previews, a figures folder, a sweep, a two-row methods table, prepare's report.json); the
-browser test (test_report_browser.py) opens the same page in Chromium.
+``report_inputs`` (tests/helpers/report.py) builds every input the report can read (metrics from a real `evaluate`,
+training logs in dvclive's layout, previews, a figures folder, a sweep, a two-row methods table, prepare's
+report.json); the browser test (test_report_browser.py) opens the same page in Chromium.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def test_report_with_every_part(tmp_path):
              ("classes", "overall", "previews", "methods", "samples")}  # those carry explanatory notes
     assert not notes, notes
     for text in ("Trained</b>: TaxaDiffusion", "class → order → family → genus → species",
-                 "95 of 100 annotation rows", "How to read the numbers", "Paper counterpart: supplement Fig. S2", "cosine 0.12 / euclidean 0.05",
+                 "95 of 100 annotation rows", "How to read the numbers", "Paper counterpart: supplement Fig. S2",
+                 "cosine 0.12 / euclidean 0.05",
                  "Paper counterpart: supplement Fig. S5", "s = 0, 2, 4, 6, 8, 10", "genus <i>Corvus</i>",
                  "Paper counterpart: supplement Fig. S6", "step-000010", "lora", "Acc species (probe)"):
         assert text in html, text

@@ -94,8 +94,8 @@ def test_sd15_pipeline_runs_on_streamed_latents(straight):
 
 
 def _start(repo: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--no-run-cache", "generate"], cwd=repo, env=e2e_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--no-run-cache", "generate"], cwd=repo,
+                            env=e2e_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _kill_stage(proc: subprocess.Popen, script: str, ready, timeout: float = 300) -> str:

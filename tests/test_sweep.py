@@ -26,7 +26,8 @@ STEPS = 250
 
 
 def _summary(scale, fid, acc):
-    """evaluate's ``metrics/classes/all.json`` (the all-classes row the sweep reads), with a bool leaf as the real file."""
+    """evaluate's ``metrics/classes/all.json`` (the all-classes row the sweep reads), with a bool leaf as the real
+    file."""
     return {"images": 36, "species": 12, "real_images": 40, "scale": float(scale),
             "probe": {"fid": fid, "dist": 0.7, "acc": {"class": 0.5, "species": acc}}, "fid_small_sample": False}
 
@@ -155,4 +156,5 @@ def test_cli_missing_json_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         main(["--json", "nope.json"])
-    assert capsys.readouterr().err.strip() == "error: nope.json: not found (write it with: dvc exp show --json > nope.json)"
+    assert capsys.readouterr().err.strip() == \
+        "error: nope.json: not found (write it with: dvc exp show --json > nope.json)"

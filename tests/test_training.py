@@ -65,7 +65,8 @@ def test_two_levels_only_module_k_changes(data_workspace, tmp_path):
     # The initial condition module (same seed as the trainer: params.yaml `seed`) to compare level 0 against.
     params = load_params(work / "params.yaml")
     torch.manual_seed(params.seed)
-    init = TaxonomyConditioner(ConditionerConfig(**json.loads((work / "models/class/condition_config.json").read_text())))
+    cond_config = json.loads((work / "models/class/condition_config.json").read_text())
+    init = TaxonomyConditioner(ConditionerConfig(**cond_config))
     init = {k: v for k, v in init.state_dict().items()}
     for name in cls:
         level = int(name.split(".")[1])
@@ -152,7 +153,8 @@ def test_default_training_schedule_is_the_one_the_sampler_uses():
     with pytest.raises(UserError, match="train.noise_schedule='cosine': expected one of base, scaled_linear"):
         dataclasses.replace(make_params().train, noise_schedule="cosine")  # validated once, when params are read
     odd = SimpleNamespace(scheduler_config={**base.scheduler_config, "prediction_type": "sample"}, source="some/base")
-    with pytest.raises(UserError, match=r"some/base: scheduler prediction_type='sample'; training supports epsilon or v_prediction"):
+    with pytest.raises(UserError, match=r"some/base: scheduler prediction_type='sample'; "
+                                        r"training supports epsilon or v_prediction"):
         noise_scheduler(odd, "base")
 
 
