@@ -127,7 +127,8 @@ def test_functions_are_short_with_short_signatures():
                 params = params[1:]
             if len(params) > MAX_PARAMETERS:
                 wide.append(f"{where} ({len(params)} parameters)")
-    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them, or say why above the def):\n" + "\n".join(long)
+    assert not long, (f"functions over {MAX_FUNCTION_LINES} lines (split them, or say why above the def):\n"
+                      + "\n".join(long))
     assert not wide, (f"functions with over {MAX_PARAMETERS} parameters (group what travels together, or say why):\n"
                       + "\n".join(wide))
 
