@@ -53,7 +53,7 @@ def make_params(args) -> Params:
     """The repository's params.yaml on the shipped tiny base, with the benchmark's plan and sampler."""
     data = read_params_dict(REPO / "params.yaml")
     data.update(seed=0, num_inference_steps=args.steps, guidance_scale=6.0)
-    # the condition module of tests/model_fixtures (1 layer, ff 64), as the committed measurements used
+    # the condition module of tests/helpers/models.py (1 layer, ff 64), as the committed measurements used
     data["model"].update(pretrained=str(REPO / "assets" / "tiny-base"), cond_layers=1, cond_ff=64)
     data["generate"].update(sampler="pndm", guidance="taxaguide", batch_size=args.batch_size, target_level="species",
                             images_per_species=args.images, max_species_per_class=400)

@@ -37,7 +37,7 @@ SPECIES = 200  # lineages cycle through this many species (4 classes, 20 orders,
 
 
 def _fixture():
-    spec = importlib.util.spec_from_file_location("sd15_fixture", REPO / "tests" / "helpers" / "sd15.py")
+    spec = importlib.util.spec_from_file_location("sd15", REPO / "tests" / "helpers" / "sd15.py")
     module = importlib.util.module_from_spec(spec)  # the tests' miniature SD1.5 builder, not a package module
     spec.loader.exec_module(module)
     return module

@@ -1,5 +1,5 @@
 """Latent chunks (taxadiffusion/training/latent_chunks.py) and the base stage's streaming VAE encode (latents.py,
-base_stage.py) on the miniature SD1.5 of tests/sd15_fixture.py."""
+base_stage.py) on the miniature SD1.5 of tests/helpers/sd15.py."""
 
 from __future__ import annotations
 
