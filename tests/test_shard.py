@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import tarfile
@@ -271,3 +272,114 @@ def test_stage_script_end_to_end_and_one_line_error(tmp_path):
     assert done.returncode == 0, done.stderr
     index = json.loads((tmp_path / "shards" / "index.json").read_text())
     assert index["train"]["count"] == 7 and len(index["train"]["shards"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- scientific image modes
+# 16-bit, 32-bit int and float images keep their range (docs/datasets.md §3): a PIL convert("RGB") clips them to
+# white or black.
+
+W_RAMP = 64
+
+
+def _tiff_rgb16(path: Path, a: np.ndarray) -> None:
+    """An uncompressed 48-bit RGB TIFF written by hand (Pillow reads such files but cannot write them)."""
+    h, w, _ = a.shape
+    data = a.astype("<u2").tobytes()
+    bps_at = 8 + len(data)  # header | pixels | BitsPerSample values (3 shorts) | IFD
+    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, bps_at), (259, 3, 1, 1), (262, 3, 1, 2), (273, 4, 1, 8),
+            (277, 3, 1, 3), (278, 3, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1)]
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, count, value in tags:
+        ifd += struct.pack("<HHIHH" if kind == 3 and count == 1 else "<HHII", tag, kind, count, value,
+                           *((0,) if kind == 3 and count == 1 else ()))
+    path.write_bytes(b"II*\x00" + struct.pack("<I", bps_at + 6) + data + struct.pack("<3H", 16, 16, 16) + ifd
+                     + struct.pack("<I", 0))
+
+
+def _ramp(lo: float, hi: float, dtype) -> np.ndarray:
+    """A horizontal ramp lo -> hi, 64 x 64."""
+    return np.tile(np.linspace(lo, hi, W_RAMP), (W_RAMP, 1)).astype(dtype)
+
+
+def _write_scientific_images(root: Path) -> dict[str, str]:
+    """One ramp image per scientific PIL mode; returns {file: the mode Pillow opens it as}."""
+    root.mkdir(parents=True, exist_ok=True)
+    u16 = _ramp(0, 65535, np.uint16)
+    Image.fromarray(u16).save(root / "gray16.png")  # I;16 (microscopy, scientific cameras)
+    Image.fromarray(u16).save(root / "gray16.tif")
+    Image.frombytes("I;16B", (W_RAMP, W_RAMP), u16.astype(">u2").tobytes()).save(root / "gray16b.tif")
+    Image.fromarray(_ramp(0.0, 1.0, np.float32)).save(root / "float.tif")  # F: reflectance 0..1
+    Image.fromarray(_ramp(-50_000, 950_000, np.int32)).save(root / "int32.tif")  # I
+    _tiff_rgb16(root / "rgb16.tif", np.stack([u16, u16 // 2, 65535 - u16], axis=-1))
+    nan = _ramp(0.0, 1.0, np.float32)
+    nan[3, 5] = np.nan
+    Image.fromarray(nan).save(root / "float_nan.tif")
+    modes = {}
+    for path in sorted(root.iterdir()):
+        with Image.open(path) as im:
+            modes[path.name] = im.mode
+    return modes
+
+
+def _assert_ramp(channel: np.ndarray, name: str) -> None:
+    """Brightness increases along the ramp and spans most of 0..255 (a clipped image is flat white or black)."""
+    profile = channel.astype(float).mean(axis=0)
+    assert np.all(np.diff(profile[::4]) > 0), (name, profile.round())
+    assert profile[0] < 30 and profile[-1] > 225, (name, profile.round())
+
+
+@pytest.mark.parametrize("name", ["gray16.png", "gray16.tif", "gray16b.tif", "float.tif", "int32.tif", "rgb16.tif"])
+def test_scientific_modes_keep_their_range(tmp_path, name):
+    modes = _write_scientific_images(tmp_path)
+    assert modes == {"float.tif": "F", "float_nan.tif": "F", "gray16.png": "I;16", "gray16.tif": "I;16",
+                     "gray16b.tif": "I;16B", "int32.tif": "I", "rgb16.tif": "RGB"}
+    out = np.asarray(I.load_preprocessed(tmp_path / name, "center_crop", 32))
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    _assert_ramp(out[..., 0], name)
+    if name == "rgb16.tif":
+        _assert_ramp(out[:, ::-1, 2], name)  # the blue ramp runs the other way
+    else:
+        assert np.array_equal(out[..., 0], out[..., 2])  # gray stays gray
+    assert I.check_image(tmp_path / name, "decode") == ("ok", None, None)
+
+
+def test_rescaling_rules_and_modes_that_stay_as_before():
+    u16 = Image.fromarray(np.array([[0, 257, 32768, 65535]], dtype=np.uint16))
+    assert np.asarray(I.to_rgb(u16))[0, :, 0].tolist() == [0, 1, 128, 255]  # bit depth: v / 65535 * 255
+    f = Image.fromarray(np.array([[2.0, 2.5, 3.0]], dtype=np.float32))
+    assert np.asarray(I.to_rgb(f))[0, :, 0].tolist() == [0, 128, 255]  # per image: min -> 0, max -> 255
+    flat = Image.fromarray(np.full((2, 2), 7, dtype=np.int32))
+    assert np.asarray(I.to_rgb(flat)).max() == 0
+    with pytest.raises(I.NonFinitePixels, match=r"mode F: 1 of 3 pixels are NaN or infinite"):
+        I.to_rgb(Image.fromarray(np.array([[0.0, np.inf, 1.0]], dtype=np.float32)))
+    rng = np.random.default_rng(0)
+    for mode in ("1", "L", "P"):  # 8-bit and palette modes: PIL's own conversion, as before
+        im = Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).convert(mode)
+        assert np.array_equal(np.asarray(I.to_rgb(im)), np.asarray(im.convert("RGB")))
+
+
+def test_scientific_images_through_the_prepare_and_shard_stages(tmp_path):
+    """16-bit PNG / TIFF, float and int TIFF ramps come out of the real stage scripts as ramps; a NaN pixel is a
+    counted drop naming the mode."""
+    from helpers.stages import run_stage
+
+    root = tmp_path / "images"
+    modes = _write_scientific_images(root)
+    lines = ["image,class,order,family,genus,species"] + [f"{n},Insecta,Diptera,Phoridae,Megaselia,Megaselia scalaris"
+                                                          for n in modes]
+    (tmp_path / "ann.csv").write_text("\n".join(lines) + "\n")
+    dataset = {"name": "table", "metadata": str(tmp_path / "ann.csv"), "images": str(root), "resolution": 32}
+    params = params_dict({"dataset": dataset, "prepare.check_images": "decode"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run_stage("prepare.py", "--params", "params.yaml", "--out", "prepared", cwd=tmp_path)
+    run_stage("shard.py", "--params", "params.yaml", "--prepared", "prepared", "--out", "shards", cwd=tmp_path)
+    report = json.loads((tmp_path / "prepared" / "report.json").read_text())
+    assert report["dropped"] == {"nonfinite_pixels": 1} and report["rows_kept"] == 6
+    assert report["examples"]["nonfinite_pixels"][0]["detail"] == "mode F: 1 of 4096 pixels are NaN or infinite"
+    seen = {}
+    for split in ("train", "test"):
+        for _key, img, meta in iter_shard_samples(tmp_path / "shards", split, as_array=True):
+            seen[meta["path"]] = img
+    assert sorted(seen) == sorted(n for n in modes if n != "float_nan.tif")
+    for name, img in seen.items():
+        _assert_ramp(img[..., 0], f"{name} ({modes[name]})")

@@ -9,6 +9,14 @@ one of
 - ``pad_white``: pad to a white square of side ``max(W, H)``, then resize (BIOSCAN microscope
   images on a white background keep the whole specimen).
 
+Images whose pixels are not 8-bit (docs/datasets.md §3, "Images by meaning"): a PIL ``convert("RGB")`` clips
+such values instead of rescaling them (a 16-bit micrograph becomes white, a float image black), so
+:func:`to_rgb` maps them to 0..255 with their range kept: unsigned 16-bit modes (``I;16``, ``I;16B`` ...) by
+bit depth (``v / 65535 * 255``); 32-bit integer (``I``) and float (``F``) images per image, from their own
+minimum (0) to maximum (255), a flat image to 0; a NaN or infinite float pixel is
+:class:`NonFinitePixels` (``prepare`` counts it as ``nonfinite_pixels`` with ``check_images: decode``).
+16-bit RGB (TIFF, PNG) is read by Pillow as its high byte, which keeps the range.
+
 All resizes use LANCZOS. The official code uses Lanczos4 when upsampling and INTER_AREA when
 downsampling; Pillow's LANCZOS filter widens its support when downsampling, so it antialiases like
 an area filter. JPEGs are decoded with :meth:`PIL.Image.Image.draft` at the smallest DCT scale that
@@ -21,6 +29,7 @@ import io
 import math
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from taxadiffusion.config import PREPROCESS
@@ -28,6 +37,13 @@ from taxadiffusion.config import PREPROCESS
 WHITE = (255, 255, 255)
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _DRAFT_MARGIN = 2  # decode at >= 2x the target side before the LANCZOS resize
+UNSIGNED_16 = ("I;16", "I;16L", "I;16B", "I;16N")  # 16-bit grayscale (microscopy, scientific cameras)
+PER_IMAGE_RANGE = ("I", "F")  # 32-bit int and float: no fixed full scale, so each image's own min..max
+HIGH_DEPTH = UNSIGNED_16 + PER_IMAGE_RANGE
+
+
+class NonFinitePixels(ValueError):
+    """A float image with NaN or infinite pixels: no brightness can be given to them, so the image is dropped."""
 
 
 def oriented_size(im: Image.Image) -> tuple[int, int]:
@@ -41,11 +57,12 @@ def oriented_size(im: Image.Image) -> tuple[int, int]:
 
 
 def check_image(path: str | Path, mode: str, need_size: bool = False) -> tuple[str, tuple[int, int] | None, str | None]:
-    """``(status, size, error)`` with status ``ok`` | ``missing`` | ``corrupt``.
+    """``(status, size, error)`` with status ``ok`` | ``missing`` | ``corrupt`` | ``nonfinite``.
 
     ``header``: open + :meth:`~PIL.Image.Image.verify` (fast; catches files that are not images or
-    have a broken header); ``decode``: full decode (also catches truncated data). With ``need_size``
-    the EXIF-oriented size is returned too (used to validate bounding boxes).
+    have a broken header); ``decode``: full decode (also catches truncated data, and NaN / infinite pixels of
+    a float image: ``nonfinite``). With ``need_size`` the EXIF-oriented size is returned too (used to validate
+    bounding boxes).
     """
     path = Path(path)
     if not path.is_file():
@@ -56,20 +73,43 @@ def check_image(path: str | Path, mode: str, need_size: bool = False) -> tuple[s
             if mode == "decode":
                 im.load()
                 size = oriented_size(im) if need_size else None
+                if im.mode in HIGH_DEPTH:  # what shard will do to it, so a NaN pixel is a counted drop here
+                    high_depth_to_l(im)
             else:
                 im.verify()  # must come straight after open; the image is unusable afterwards
         if need_size and size is None:
             with Image.open(path) as im:
                 size = oriented_size(im)
+    except NonFinitePixels as exc:
+        return "nonfinite", None, str(exc)[:200]
     except Exception as exc:  # Pillow's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
         return "corrupt", None, f"{type(exc).__name__}: {exc}"[:200]
     return "ok", size, None
 
 
+def high_depth_to_l(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit int or float grayscale image as 8-bit ``L``, its range kept (module docstring)."""
+    a = np.asarray(im)
+    if im.mode in UNSIGNED_16:
+        scaled = a.astype(np.float64) * (255.0 / 65535.0)  # bit depth: 0 -> 0, 65535 -> 255
+    else:
+        a = a.astype(np.float64)
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise NonFinitePixels(f"mode {im.mode}: {int(bad.sum())} of {a.size} pixels are NaN or infinite")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    # the clip only guards float rounding at the ends: the scaling above already maps the range onto 0..255
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
-    """RGB; transparent pixels become white (specimen photos are shot on light backgrounds)."""
+    """RGB; transparent pixels become white (specimen photos are shot on light backgrounds); 16-bit, 32-bit
+    and float grayscale rescaled, never clipped (:func:`high_depth_to_l`)."""
     if im.mode == "RGB":
         return im
+    if im.mode in HIGH_DEPTH:
+        return high_depth_to_l(im).convert("RGB")
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA"):

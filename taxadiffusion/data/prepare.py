@@ -15,7 +15,8 @@ Steps (each skipped row is counted under one reason, the first that applies, in 
 6. ``inconsistent_lineage``: a species (the finest level) seen under several lineages keeps its most
    frequent one, so ``taxonomy.json`` holds every species once; a homonym (the same name under lineages
    that share no ancestor, :func:`_same_taxon_groups`) is two taxa and keeps both (complete lineages only),
-7. image checks (``prepare.check_images``): ``missing_image``, ``corrupt_image``, ``invalid_bbox``.
+7. image checks (``prepare.check_images``): ``missing_image``, ``corrupt_image``, ``nonfinite_pixels`` (a float
+   image with NaN / infinite pixels, ``decode`` only), ``invalid_bbox``.
    ``none`` skips the existence and decode checks (for huge tables whose images live elsewhere).
 
 Then a per-species train/test split of the complete lineages (see :func:`split_per_species`); partial
@@ -306,7 +307,8 @@ def _filter_rows(df: pd.DataFrame, levels: list[str], finest: int, drops: Drops)
 
 
 def _filter_images(df: pd.DataFrame, root: Path, mode: str, drops: Drops, show_progress: bool) -> pd.DataFrame:
-    """Step 7: ``missing_image``, ``corrupt_image`` (unless ``mode`` is ``none``), ``invalid_bbox``."""
+    """Step 7: ``missing_image``, ``corrupt_image``, ``nonfinite_pixels`` (unless ``mode`` is ``none``),
+    ``invalid_bbox``."""
     sizes = None
     if mode != "none" and len(df):
         if not root.is_dir():
@@ -314,11 +316,13 @@ def _filter_images(df: pd.DataFrame, root: Path, mode: str, drops: Drops, show_p
         status, sizes, errors = _check_images(df, root, mode, show_progress)
         status = np.array(status, dtype=object)
         err = pd.Series(errors, index=df.index, dtype=object)
-        missing, corrupt = status == "missing", status == "corrupt"
+        missing, corrupt, nonfinite = status == "missing", status == "corrupt", status == "nonfinite"
         drops.add("missing_image", df[missing])
         drops.add("corrupt_image", df[corrupt], err[corrupt])
-        sizes = [s for s, bad in zip(sizes, missing | corrupt) if not bad]
-        df = df[~(missing | corrupt)]
+        drops.add("nonfinite_pixels", df[nonfinite], err[nonfinite])
+        unusable = missing | corrupt | nonfinite
+        sizes = [s for s, bad in zip(sizes, unusable) if not bad]
+        df = df[~unusable]
     return _drop(df, _bbox_problems(df, sizes), "invalid_bbox", drops)
 
 
