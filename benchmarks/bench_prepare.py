@@ -109,7 +109,7 @@ def bench_prepare(tmp: Path, rows: int) -> dict:
         "dataset": {"name": "bioscan1m", "metadata": str(tsv), "images": str(tmp / "images"), "synonyms": {},
                     "preprocess": "pad_white"},
         "prepare": {"check_images": "none"},
-    })))
+    }), sort_keys=False))  # sorted keys would list the levels alphabetically (fine -> coarse: a params error)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", str(params), str(tmp / "prepared")],
                           capture_output=True, text=True)

@@ -259,7 +259,8 @@ def test_bad_preprocess_param_and_missing_table(tmp_path):
 def test_stage_script_end_to_end_and_one_line_error(tmp_path):
     dataset = _dataset(tmp_path)
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params_dict({"dataset": dataset, "shard.samples_per_shard": 4})))
+    params_file.write_text(yaml.safe_dump(params_dict({"dataset": dataset, "shard.samples_per_shard": 4}),
+                                          sort_keys=False))  # sorted keys would list the levels alphabetically
     run = lambda script, *extra: subprocess.run(  # noqa: E731
         [sys.executable, str(REPO / "stages" / script), "--params", str(params_file), *extra],
         capture_output=True, text=True, cwd=tmp_path, timeout=120)
@@ -370,7 +371,7 @@ def test_scientific_images_through_the_prepare_and_shard_stages(tmp_path):
     (tmp_path / "ann.csv").write_text("\n".join(lines) + "\n")
     dataset = {"name": "table", "metadata": str(tmp_path / "ann.csv"), "images": str(root), "resolution": 32}
     params = params_dict({"dataset": dataset, "prepare.check_images": "decode"})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_stage("prepare.py", "--params", "params.yaml", "--out", "prepared", cwd=tmp_path)
     run_stage("shard.py", "--params", "params.yaml", "--prepared", "prepared", "--out", "shards", cwd=tmp_path)
     report = json.loads((tmp_path / "prepared" / "report.json").read_text())

@@ -175,7 +175,7 @@ def test_pretraining_batch():
 def test_stage_entry_point(tmp_path):
     params = params_dict({"synthesize": {"seed": 3, "image_size": 32, "n_classes": 2, "images_per_species": [1, 2]}})
     pfile = tmp_path / "params.yaml"
-    pfile.write_text(yaml.safe_dump(params))
+    pfile.write_text(yaml.safe_dump(params, sort_keys=False))  # sorted keys would list the levels alphabetically
     stage = [sys.executable, "stages/synthesize.py", "--params", str(pfile), "--out", str(tmp_path / "syn")]
     res = subprocess.run(stage, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -191,7 +191,7 @@ def test_stage_entry_point(tmp_path):
     assert len(world["tree"]) == 2 and world["levels"] == S.LEVELS
 
     params["synthesize"]["n_classes"] = 50
-    pfile.write_text(yaml.safe_dump(params))
+    pfile.write_text(yaml.safe_dump(params, sort_keys=False))
     res = subprocess.run(stage, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and "synthesize.n_classes" in res.stderr

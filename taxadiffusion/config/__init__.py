@@ -24,13 +24,14 @@ from taxadiffusion.config.vocab import (
     NOISE_SCHEDULES,
     PREPROCESS,
     PRESETS,
+    RANK_ORDER,
     SAMPLERS,
     SPECIES_TEXTS,
 )
 
 __all__ = [
     "BACKBONES", "BASELINE_BUDGETS", "CHECK_IMAGES", "DATASETS", "DTYPE_NAMES", "GUIDANCES", "METHOD_NAMES",
-    "MIXED_PRECISION", "NOISE_SCHEDULES", "PREPROCESS", "PRESETS", "SAMPLERS", "SPECIES_TEXTS",
+    "MIXED_PRECISION", "NOISE_SCHEDULES", "PREPROCESS", "PRESETS", "RANK_ORDER", "SAMPLERS", "SPECIES_TEXTS",
     "DatasetConfig", "EvaluateConfig", "Experiment", "FiguresConfig", "GenerateConfig", "ModelConfig", "Params",
     "PrepareConfig", "PreviewConfig", "ProbeConfig", "SamplingConfig", "ShardConfig", "SynthesizeConfig", "TrainConfig",
     "load_params", "params_from_dict", "read_params_dict", "section_from_dict",

@@ -73,15 +73,22 @@ class PrepareConfig:
     check_images: str  # none | header | decode
     max_examples: int  # example rows kept per drop reason in report.json
     finest_required: str  # a level of `levels`: rows must name every level down to it (finer ones may be missing)
+    placeholder_words: list  # a species with one of these words after the genus is no species ("Gotium sp.")
 
     def __post_init__(self):
         check_int("prepare.seed", self.seed)
         check_str("prepare.finest_required", self.finest_required)
-        self.test_fraction = check_float("prepare.test_fraction", self.test_fraction, 0.0, 1.0)
-        if self.test_fraction >= 1.0:  # every test species must keep a training image (per-species FID, probe)
-            raise bad("prepare.test_fraction", self.test_fraction, "a number in [0, 1)")
+        # (0, 1): 0 leaves generate and evaluate without a test split (found only after every training level);
+        # 1 would leave test species untrained (per-species FID and the probe need them in train too)
+        self.test_fraction = check_float("prepare.test_fraction", self.test_fraction)
+        if not 0.0 < self.test_fraction < 1.0:
+            raise bad("prepare.test_fraction", self.test_fraction, "a number in (0, 1)")
         check_choice("prepare.check_images", self.check_images, CHECK_IMAGES)
         check_int("prepare.max_examples", self.max_examples, 0)
+        words = self.placeholder_words  # compared to whole words of a species name without a final "." (data/names.py)
+        if not isinstance(words, list) or not all(isinstance(w, str) and w.rstrip(".") and len(w.split()) == 1
+                                                  and w == w.strip() for w in words):
+            raise bad("prepare.placeholder_words", words, 'a list of single words, e.g. [sp, spp, cf, aff, nr, "?"]')
 
 
 @dataclass

@@ -25,7 +25,7 @@ from taxadiffusion.config.evaluation import EvaluateConfig, ProbeConfig
 from taxadiffusion.config.file import read_params_dict
 from taxadiffusion.config.sampling import FiguresConfig, GenerateConfig, SamplingConfig
 from taxadiffusion.config.training import ModelConfig, PreviewConfig, TrainConfig
-from taxadiffusion.config.vocab import METHOD_NAMES
+from taxadiffusion.config.vocab import METHOD_NAMES, RANK_ORDER
 from taxadiffusion.core.errors import UserError
 
 
@@ -73,6 +73,13 @@ class Params:
         for name, spec in self.levels.items():
             if not isinstance(name, str) or not name or not isinstance(spec, dict):
                 raise bad(f"levels.{name}", spec, "{parent: <previous level or base>}")
+        # Known ranks in their biological order: a list written fine -> coarse would pass every other check and
+        # then make most rows inconsistent_lineage at prepare (unknown names: prepare checks the data instead).
+        ranks = [(RANK_ORDER.index(n.lower()), n) for n in self.levels if n.lower() in RANK_ORDER]
+        for (i, finer), (j, coarser) in zip(ranks, ranks[1:]):
+            if j <= i:
+                raise bad("levels", list(self.levels), f"ranks coarse -> fine, but '{coarser}' is listed after "
+                          f"'{finer}' (in order: {' > '.join(n for _, n in sorted(ranks))})")
         for i, method in enumerate(check_list("methods", self.methods)):
             check_choice(f"methods[{i}]", method, METHOD_NAMES)
         check_choice("generate.target_level", self.generate.target_level, tuple(self.levels))

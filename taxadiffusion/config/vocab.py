@@ -8,6 +8,11 @@ from __future__ import annotations
 DATASETS = ("synthetic", "fishnet", "bioscan1m", "inat2021", "table")
 PREPROCESS = ("center_crop", "resize", "pad_white")
 CHECK_IMAGES = ("none", "header", "decode")
+# Linnaean ranks coarse -> fine: `levels` naming any of them must list them in this order (a list written
+# fine -> coarse is accepted by the data, but makes most rows inconsistent_lineage)
+RANK_ORDER = ("domain", "superkingdom", "kingdom", "subkingdom", "superphylum", "phylum", "subphylum", "superclass",
+              "class", "subclass", "infraclass", "superorder", "order", "suborder", "infraorder", "superfamily",
+              "family", "subfamily", "tribe", "subtribe", "genus", "subgenus", "species", "subspecies")
 # model and training
 PRESETS = ("tiny", "sd15")
 MIXED_PRECISION = ("no", "bf16", "fp16")
