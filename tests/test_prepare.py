@@ -17,6 +17,7 @@ from helpers.params import make_params, params_dict
 from PIL import Image
 
 from taxadiffusion.core.errors import UserError
+from taxadiffusion.data import names as N
 from taxadiffusion.data import prepare as P
 from taxadiffusion.data.readers import BIOSCAN_FILENAMES
 
@@ -43,7 +44,7 @@ def _fishnet_images(root: Path) -> None:
     for name in ["Acanthuridae/Zefla_u2.jpg", "Acanthuridae/Zefla_u3.jpg",
                  "Acanthuridae/3f2b8c1e-6d7a-4b8e-9a1c-2e5f7d9b0a11.jpg", "Scorpaenidae/Scobt_u0.jpg",
                  "Scorpaenidae/Scobt_u1.jpg", "Salmonidae/Satru_u0.jpg", "Salmonidae/Satru_u1.jpg",
-                 "Protopteridae/Prann_u0.jpg", "Myxinidae/Myglu_u0.jpg"]:
+                 "Protopteridae/Prann_u0.jpg", "Protopteridae/Prann_u1.jpg", "Myxinidae/Myglu_u0.jpg"]:
         _jpeg(root / name)
     (root / "Salmonidae" / "Satru_bad.jpg").write_bytes(b"this is not a JPEG")
     _jpeg(root.parent / "x.jpg")  # exists, but outside the root: must still be refused
@@ -71,7 +72,7 @@ def test_fishnet_prepare_counts_every_reason_and_writes_the_contract(tmp_path):
     assert on_disk == json.loads(json.dumps(report))
     assert report["dropped"] == {"missing_species": 1, "missing_class": 1, "duplicate": 1, "missing_image": 1,
                                  "corrupt_image": 1, "path_escapes_root": 1}
-    assert report["rows_in"] == 13 and report["rows_kept"] == 7
+    assert report["rows_in"] == 14 and report["rows_kept"] == 8
     assert report["rows_in"] == report["rows_kept"] + sum(report["dropped"].values())
     rows_of = {k: [e["row"] for e in v] for k, v in report["examples"].items()}
     assert rows_of == {"missing_species": [3], "missing_class": [13], "duplicate": [6], "missing_image": [9],
@@ -80,7 +81,7 @@ def test_fishnet_prepare_counts_every_reason_and_writes_the_contract(tmp_path):
     assert report["examples"]["corrupt_image"][0]["detail"].startswith("UnidentifiedImageError")
 
     assert list(table.columns) == ["path", *LEVELS, "split", "row", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
-    assert table["row"].tolist() == [1, 2, 4, 5, 7, 8, 12]  # table order = file order
+    assert table["row"].tolist() == [1, 2, 4, 5, 7, 8, 12, 14]  # table order = file order
     # Actinopterygii -> Actinopteri, lower-case ranks capitalised, whitespace collapsed, '/' kept
     assert sorted(table["class"].unique()) == ["Actinopteri", "Dipneusti"]
     assert taxonomy["levels"] == LEVELS
@@ -92,10 +93,10 @@ def test_fishnet_prepare_counts_every_reason_and_writes_the_contract(tmp_path):
     assert taxonomy["lineages"] == sorted(taxonomy["lineages"])
     bbox = table.set_index("row").loc[5, ["bbox_x", "bbox_y", "bbox_w", "bbox_h"]].tolist()
     assert bbox == [8.0, 4.0, 24.0, 16.0] and np.isnan(table.set_index("row").loc[2, "bbox_x"])
-    # split: three species with 2 images -> 1 test + 1 train each; the single-image species stays in train
-    assert report["splits"] == {"train": 4, "test": 3}
-    assert report["species"]["train_only_single_image"] == 1
-    assert table.loc[table["species"] == "Protopterus annectens", "split"].tolist() == ["train"]
+    # split: four species with 2 images -> 1 test + 1 train each
+    assert report["splits"] == {"train": 4, "test": 4}
+    assert report["species"]["train_only_single_image"] == 0
+    assert sorted(table.loc[table["species"] == "Protopterus annectens", "split"]) == ["test", "train"]
     assert not list(out.glob(".tmp*"))
 
 
@@ -104,11 +105,13 @@ def test_check_images_modes(tmp_path):
     (root / "A").mkdir(parents=True)
     noise = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(noise).save(root / "A" / "ok.jpg", quality=90)  # noise: the scan data dwarfs the header
+    Image.fromarray(noise).save(root / "A" / "ok2.jpg", quality=90)
     whole = (root / "A" / "ok.jpg").read_bytes()
     (root / "A" / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
     ann = tmp_path / "ann.csv"
     ann.write_text("image,class,order,family,genus,species\n"
-                   "A/ok.jpg,C,O,F,G,G s\nA/truncated.jpg,C,O,F,G,G s\nA/gone.jpg,C,O,F,G,G s\n../x.jpg,C,O,F,G,G s\n")
+                   "A/ok.jpg,C,O,F,G,G s\nA/truncated.jpg,C,O,F,G,G s\nA/gone.jpg,C,O,F,G,G s\n../x.jpg,C,O,F,G,G s\n"
+                   "A/ok2.jpg,C,O,F,G,G s\n")  # two good images: class C keeps a test image
     dropped = {}
     for mode in ("none", "header", "decode"):
         params = _params({"name": "table", "metadata": str(ann), "images": str(root)}, {"check_images": mode})
@@ -171,7 +174,7 @@ def test_everything_dropped_is_an_error_with_a_report(tmp_path):
     ("Eupercaria/misc", "Eupercaria/misc"), ("", None), ("   ", None), (None, None),
 ])
 def test_rank_name(raw, expected):
-    assert P.rank_name(raw) == expected
+    assert N.rank_name(raw) == expected
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -179,13 +182,13 @@ def test_rank_name(raw, expected):
     ("Megaselia sp. BOLD:AAA1234", "Megaselia sp. BOLD:AAA1234"), ("", None),
 ])
 def test_species_name(raw, expected):
-    assert P.species_name(raw) == expected
+    assert N.species_name(raw) == expected
 
 
 def test_bare_epithet_becomes_binomial_and_synonyms_apply_per_level():
     df = pd.DataFrame({"class": ["Actinopterygii", "actinopteri"], "genus": ["Danaus", "Salmo"],
                        "species": ["plexippus", "Salmo trutta"]}).astype("string")
-    out = P.normalise_names(df, ["class", "genus", "species"], {"class": {"actinopterygii": "Actinopteri"}})
+    out, _ = N.normalise_names(df, ["class", "genus", "species"], {"class": {"actinopterygii": "Actinopteri"}})
     assert out["species"].tolist() == ["Danaus plexippus", "Salmo trutta"]
     assert out["class"].tolist() == ["Actinopteri", "Actinopteri"]
 
@@ -215,8 +218,9 @@ def test_split_rule_per_species():
     bigger = pd.concat([df, _species_frame({"F f": 7})], ignore_index=True)
     grown, _ = P.split_per_species(bigger, "species", seed=0, test_fraction=0.2)
     assert grown.iloc[: len(df)].tolist() == split.tolist()
-    with pytest.raises(UserError, match=r"prepare.test_fraction=1.0: expected a number in \[0, 1\)"):
-        make_params({"prepare.test_fraction": 1.0})  # checked where the section is built
+    for bad, shown in ((1.0, "1.0"), (0, "0.0"), (-0.1, "-0.1")):  # checked where the section is built; 0 would
+        with pytest.raises(UserError, match=rf"prepare.test_fraction={shown}: expected a number in \(0, 1\)"):
+            make_params({"prepare.test_fraction": bad})  # leave generate no test taxa, after every training level
 
 
 def test_split_keys_on_the_lineage():
@@ -232,7 +236,8 @@ def test_split_keys_on_the_lineage():
 
 def _run_stage(tmp_path: Path, dataset: dict, prepare: dict | None = None):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(params_dict({"dataset": dataset, "prepare": prepare or {"check_images": "none"}})))
+    params.write_text(yaml.safe_dump(params_dict({"dataset": dataset, "prepare": prepare or {"check_images": "none"}}),
+                                     sort_keys=False))  # sorted keys would list the levels alphabetically
     return subprocess.run([sys.executable, str(REPO / "stages" / "prepare.py"), "--params", str(params),
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
 
@@ -252,7 +257,7 @@ def test_stage_runs_on_fishnet(tmp_path):
     proc = _run_stage(tmp_path, {"name": "fishnet", "metadata": str(FIX / "fishnet_sample.csv"), "images": str(root),
                                  "synonyms": FISH_SYNONYMS}, {"check_images": "decode"})
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["rows_kept"] == 7
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["rows_kept"] == 8
 
 
 def test_stage_empty_file_is_one_line(tmp_path):
@@ -327,14 +332,16 @@ def test_homonyms_versus_inconsistent_lineages(tmp_path):
 def test_na_texts_and_image_urls_are_counted_in_the_report(tmp_path):
     root = tmp_path / "img"
     _jpeg(root / "a" / "1.png")
+    _jpeg(root / "a" / "4.png")
     ann = tmp_path / "ann.csv"
     ann.write_text("image,class,order,family,genus,species\n"
                    "a/1.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax\n"
+                   "a/4.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax\n"
                    "a/2.png,Aves,Passeriformes,Corvidae,NA,Corvus corax\n"      # R's NA: a missing genus
                    "https://example.org/3.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax\n")
     report = _prepare(_params({"name": "table", "metadata": str(ann), "images": str(root)}), tmp_path / "out")
-    assert report["dropped"] == {"missing_genus": 1, "image_url": 1} and report["rows_kept"] == 1
-    assert report["examples"]["image_url"][0] == {"row": 3, "path": "https://example.org/3.png", "class": "Aves",
+    assert report["dropped"] == {"missing_genus": 1, "image_url": 1} and report["rows_kept"] == 2
+    assert report["examples"]["image_url"][0] == {"row": 4, "path": "https://example.org/3.png", "class": "Aves",
                                                   "order": "Passeriformes", "family": "Corvidae", "genus": "Corvus",
                                                   "species": "Corvus corax"}
     assert report["taxa"]["genus"] == 1
@@ -429,3 +436,165 @@ def test_partial_lineages_reach_the_trainer_through_the_shards(tmp_path):
     assert ["genus: None", "specific_epithet: None"] in texts and len(texts) == 8
     _, test = load_split_arrays(tmp_path / "shards", "test")
     assert all(None not in lin.values() for lin in test) and len(test) == 2
+
+
+# ---------------------------------------------------------------------------------------------- canonical names
+
+
+def _table(tmp_path: Path, rows: list[tuple], header="image,class,order,family,genus,species") -> Path:
+    """An annotation CSV (UTF-8, exactly the given texts) of the ``table`` format."""
+    path = tmp_path / "ann.csv"
+    path.write_text(header + "\n" + "".join(",".join(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _lineage(i: int, genus: str, species: str) -> tuple:
+    return (f"{i}.png", "Insecta", "Diptera", "Phoridae", genus, species)
+
+
+def test_one_canonical_name_before_anything_counts(tmp_path):
+    """NFC vs NFD, zero-width and bidi characters, odd whitespace and an ALL-CAPS copy are one species, each
+    normalised row counted under its rule, the case variants listed with the rule applied."""
+    spellings = [
+        ("Gotium", "Gotium caféa"), ("Gotium", "Gotium caféa"), ("Gotium", "Gotium caféa"),
+        ("Gotium", "Gotium cafe\u0301a"),          # NFD: e + combining acute accent
+        ("Gotium", "Gotium caféa\u200f"),          # a trailing right-to-left mark (copied from a web page)
+        ("Gotium", "Gotium\u200b caféa"),          # an inner zero-width space
+        ("Gotium", "\u2066Gotium ca\u00adféa\u2069"),  # bidi isolates and a soft hyphen
+        ("Go\ufefftium", "Gotium caféa"),          # a BOM inside the genus
+        ("Gotium", "Gotium  caféa"),              # two spaces
+        ("Gotium", "Gotium\u00a0caféa"),           # a no-break space
+        ("GOTIUM", "GOTIUM CAFÉA"),               # an ALL-CAPS copy
+        ("Gotium", "Gotium bameutisensis"), ("Gotium", "Gotium bameutisensis"),
+    ]
+    ann = _table(tmp_path, [_lineage(i, g, s) for i, (g, s) in enumerate(spellings)])
+    params = _params({"name": "table", "metadata": str(ann), "images": str(tmp_path)}, {"check_images": "none"})
+    report = _prepare(params, tmp_path / "out")
+    table, taxonomy, _ = _read_outputs(tmp_path / "out")
+    assert report["dropped"] == {} and report["rows_kept"] == 13
+    assert report["species"]["total"] == 2 and report["taxa"]["genus"] == 1
+    assert [lin[-1] for lin in taxonomy["lineages"]] == ["Gotium bameutisensis", "Gotium caféa"]
+    assert set(table["species"]) == {"Gotium bameutisensis", "Gotium caf\u00e9a"}  # NFC, no invisible character
+    assert report["normalised"] == {"invisible_chars": 4, "unicode_nfc": 1, "whitespace": 2, "capitalisation": 1,
+                                    "binomial": 0, "case_merged": 1, "synonyms": 0}
+    rule = "merged into the most frequent spelling (ties: fewer capitals, then code-point order)"
+    assert report["case_variants"] == {
+        "genus": {"rule": rule, "groups": 1, "examples": [{"kept": "Gotium", "rows": 12, "merged": {"GOTIUM": 1}}]},
+        "species": {"rule": rule, "groups": 1,
+                    "examples": [{"kept": "Gotium caféa", "rows": 10, "merged": {"GOTIUM caféa": 1}}]}}
+
+
+def test_case_variants_merge_into_the_most_frequent_spelling():
+    df = pd.DataFrame({"genus": ["Gotium", "GOTIUM", "GOTIUM", "Salmo", "SALMO", "Gotium"],
+                       "species": ["Gotium x", "GOTIUM x", "GOTIUM x", "Salmo y", "SALMO y", "Gotium x"]}
+                      ).astype("string")
+    out, names = N.normalise_names(df, ["genus", "species"], {})
+    # Gotium 2 : GOTIUM 2 -> the tie goes to fewer capitals; Salmo 1 : SALMO 1 likewise
+    assert out["genus"].tolist() == ["Gotium"] * 3 + ["Salmo"] * 2 + ["Gotium"]
+    assert out["species"].tolist() == ["Gotium x"] * 3 + ["Salmo y"] * 2 + ["Gotium x"]
+    assert names["normalised"]["case_merged"] == 3
+    assert N.canonical_name(" \u200eA\u202a  b\u202c\u2060 ") == "A b" and N.canonical_name("\u200b") is None
+
+
+# ---------------------------------------------------------------------------------------------- placeholder species
+
+
+PLACEHOLDERS = ["Gotium sp.", "Gotium spp", "Gotium cf. bameutisensis", "Gotium aff. x", "Gotium nr. x", "Gotium ?",
+                "Gotium", "Gotium SP."]
+
+
+def _placeholder_table(tmp_path: Path) -> Path:
+    rows = [_lineage(i, "Gotium", s) for i, s in enumerate(PLACEHOLDERS)]
+    rows += [_lineage(10 + i, "Gotium", "Gotium bameutisensis") for i in range(3)]
+    rows += [_lineage(20 + i, "Gotium", "Gotium spinosa") for i in range(2)]  # "sp" inside a word: a species
+    return _table(tmp_path, rows)
+
+
+def test_placeholder_species_are_dropped_where_a_species_is_required(tmp_path):
+    params = _params({"name": "table", "metadata": str(_placeholder_table(tmp_path)), "images": str(tmp_path)},
+                     {"check_images": "none", "finest_required": "species"})
+    report = _prepare(params, tmp_path / "out")
+    assert report["dropped"] == {"placeholder_species": 8} and report["rows_kept"] == 5
+    assert report["species"]["total"] == 2
+    details = [e["detail"] for e in report["examples"]["placeholder_species"]]
+    assert details[:3] == ["species 'Gotium sp.': placeholder word 'sp.'",
+                           "species 'Gotium spp': placeholder word 'spp'",
+                           "species 'Gotium cf. bameutisensis': placeholder word 'cf.'"]
+    assert details[5:] == ["species 'Gotium ?': placeholder word '?'", "species 'Gotium' equals its genus",
+                           "species 'Gotium sp.': placeholder word 'sp.'"]  # SP. after the case merge
+    assert report["placeholder_species"]["rows"] == 8 and report["placeholder_species"]["kept_as_partial_lineage"] == 0
+
+
+def test_placeholder_species_keep_their_coarser_levels_as_a_partial_lineage(tmp_path):
+    params = _params({"name": "table", "metadata": str(_placeholder_table(tmp_path)), "images": str(tmp_path)},
+                     {"check_images": "none", "finest_required": "genus"})
+    report = _prepare(params, tmp_path / "out")
+    table, taxonomy, _ = _read_outputs(tmp_path / "out")
+    assert report["dropped"] == {} and report["rows_kept"] == 13
+    assert report["partial_rows"] == {"genus": 8} and report["placeholder_species"]["kept_as_partial_lineage"] == 8
+    assert table["species"].isna().sum() == 8 and set(table.loc[table["species"].isna(), "split"]) == {"train"}
+    assert [lin[-1] for lin in taxonomy["lineages"]] == ["Gotium bameutisensis", "Gotium spinosa"]
+
+
+def test_placeholder_words_are_a_param(tmp_path):
+    params = _params({"name": "table", "metadata": str(_placeholder_table(tmp_path)), "images": str(tmp_path)},
+                     {"check_images": "none", "placeholder_words": ["cf"]})
+    report = _prepare(params, tmp_path / "out")
+    assert report["dropped"] == {"placeholder_species": 2}  # cf. and the species equal to its genus
+    assert report["placeholder_species"]["words"] == ["cf"]
+    for bad in ("sp", [""], ["."], ["sp x"], [1]):
+        with pytest.raises(UserError, match=r"prepare.placeholder_words=.*: expected a list of single words"):
+            make_params({"prepare.placeholder_words": bad})
+
+
+# ---------------------------------------------------------------------------------------------- levels and the split
+
+
+def test_known_ranks_out_of_biological_order_are_a_params_error(tmp_path):
+    fine_to_coarse = {lv: {"parent": p} for lv, p in zip(LEVELS + ["kingdom", "phylum"],
+                                                          ["base"] + LEVELS + ["kingdom"])}
+    with pytest.raises(UserError, match=r"^params.yaml levels=\['class', 'order', 'family', 'genus', 'species', "
+                                        r"'kingdom', 'phylum'\]: expected ranks coarse -> fine, but 'kingdom' is "
+                                        r"listed after 'species' \(in order: kingdom > phylum > class > "):
+        make_params({"levels": fine_to_coarse})
+    data = params_dict({"levels": fine_to_coarse})
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    run = subprocess.run([sys.executable, str(REPO / "stages" / "prepare.py"), "--params", str(tmp_path / "p.yaml"),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    _assert_one_line_error(run, "levels=", "'kingdom' is listed after 'species'")
+    two = {"clade": {"parent": "base"}, "morph": {"parent": "clade"}}  # names it does not know: the data decides
+    assert make_params({"levels": two, "generate.target_level": "morph", "figures.embedding_level": "clade",
+                        "prepare.finest_required": "morph"}).level_names == ["clade", "morph"]
+
+
+def _clades(tmp_path: Path, names: list[str]):
+    """Four clades of three morphs each (each morph in one clade), under the levels ``names`` (coarse first)."""
+    rows = [(f"{c}{m}{i}.png", f"Clade{c}", f"Morph{c}{m}") for c in "ABCD" for m in "123" for i in range(2)]
+    ann = _table(tmp_path, rows, header="image,clade,morph")
+    levels = {lv: {"parent": p} for lv, p in zip(names, ["base", *names])}
+    return make_params({"levels": levels, "generate.target_level": names[-1], "figures.embedding_level": names[0],
+                        "dataset": {"name": "table", "metadata": str(ann), "images": str(tmp_path)},
+                        "prepare": {"check_images": "none", "finest_required": names[-1]}}), names
+
+
+def test_inverted_levels_of_unknown_names_are_an_error_from_the_data(tmp_path):
+    params, names = _clades(tmp_path, ["clade", "morph"])
+    report = P.prepare(params.dataset, params.prepare, names, tmp_path / "ok", show_progress=False)
+    assert report["taxa"] == {"clade": 4, "morph": 12} and report["dropped"] == {}
+    params, names = _clades(tmp_path, ["morph", "clade"])
+    with pytest.raises(UserError, match=r"^params.yaml levels: 4 of 4 'clade' taxa in .*ann.csv have several 'morph' "
+                                        r"parents, but a taxon has one parent: the levels look inverted"):
+        P.prepare(params.dataset, params.prepare, names, tmp_path / "inverted", show_progress=False)
+    assert not (tmp_path / "inverted").exists()
+
+
+def test_every_class_ends_with_a_test_image(tmp_path):
+    rows = [_lineage(i, "Gotium", "Gotium caféa") for i in range(3)]
+    rows += [(f"b{i}.png", "Arachnida", "Araneae", "Salticidae", "Salticus", f"Salticus s{i}") for i in range(2)]
+    params = _params({"name": "table", "metadata": str(_table(tmp_path, rows)), "images": str(tmp_path)},
+                     {"check_images": "none"})
+    with pytest.raises(UserError, match=r"ann.csv: class 'Arachnida' has no test image, so evaluate cannot score it: "
+                                        r"its 2 image\(s\) of complete lineage are 2 species with one image each.*"
+                                        r"prepare.test_fraction=0.2"):
+        _prepare(params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -42,7 +42,7 @@ def test_fishnet_fixture_has_the_real_header():
 def test_fishnet_paths_species_synonym_source_and_slash_names():
     df, drops = _read(name="fishnet", metadata=str(FIX / "fishnet_sample.csv"))
     rows = _by_row(df)
-    assert len(df) == 13 and drops.counts == {}
+    assert len(df) == 14 and drops.counts == {}
     # URL image field -> <Folder>/<basename>
     assert rows[1]["path"] == "Acanthuridae/Zefla_u2.jpg"
     # bare uuid file name (inat rows) and an empty species on that row

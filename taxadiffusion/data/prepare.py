@@ -4,10 +4,15 @@ Steps (each skipped row is counted under one reason, the first that applies, in 
 
 1. read the dataset (:mod:`taxadiffusion.data.readers`; ``dataset.na_values`` such as ``NA`` are missing ranks;
    reader-specific reasons such as ``unknown_category_id``, or ``image_url`` for a ``table`` image given as a URL),
-2. normalise names (whitespace, capitalisation, binomials, ``dataset.synonyms``),
+2. normalise names (:mod:`taxadiffusion.data.names`: one canonical text, capitalisation, binomials, spellings
+   that differ only by case merged, ``dataset.synonyms``; every changed row counted in ``report.json``
+   ``normalised``); a placeholder species (``Gotium sp.``, ``Gotium`` as its own species;
+   ``prepare.placeholder_words``) becomes a missing species; a ``levels`` list the data shows to be inverted
+   is a one-line error,
 3. ``missing_<level>``: keep lineages named down to ``prepare.finest_required`` (coarse first); a finer
    level may be missing (a *partial lineage*, trained with ``"<level>: None"``, docs/method.md §2) unless a
-   level below it is named (a gap); ``missing_path`` for a row that names no image,
+   level below it is named (a gap); a placeholder species where a species is needed is
+   ``placeholder_species``; ``missing_path`` for a row that names no image,
 4. ``path_escapes_root``: the image path must stay inside ``dataset.images`` (checked on the text
    of the path, so it also holds with ``check_images: none`` and never touches the disk),
 5. ``duplicate``: the same path with the same lineage again; ``conflicting_lineage``: one image
@@ -21,14 +26,14 @@ Steps (each skipped row is counted under one reason, the first that applies, in 
 
 Then a per-species train/test split of the complete lineages (see :func:`split_per_species`); partial
 lineages go to train, so the test split, ``taxonomy.json``, the generation plan and the per-species metrics
-hold complete lineages only. Species and the taxa of every level are keyed on their full lineage (split,
-``taxonomy.json``, ``report.json`` ``taxa``), never on a name alone.
+hold complete lineages only. A class (first level) with complete lineages but no test image (each of its
+species has a single image) is a one-line error: evaluate could not score it. Species and the taxa of every
+level are keyed on their full lineage (split, ``taxonomy.json``, ``report.json`` ``taxa``), never on a name alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import posixpath
 import re
@@ -43,81 +48,11 @@ from taxadiffusion.config import DatasetConfig, PrepareConfig
 from taxadiffusion.core import files
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.data.image_files import bbox_box, check_image
+from taxadiffusion.data.names import check_inverted_levels, map_unique, normalise_names, placeholder_species
 from taxadiffusion.data.readers import BBOX_COLUMNS, Drops, read_dataset
 
-log = logging.getLogger(__name__)
-
 RESERVED_COLUMNS = {"path", "split", "row", *BBOX_COLUMNS}
-_WS = re.compile(r"\s+")
 _INF = float("inf")
-
-
-
-
-# --------------------------------------------------------------------------------------------------
-# Name normalisation
-
-
-def clean_name(name) -> str | None:
-    """Strip and collapse whitespace; empty -> None."""
-    if name is None or (isinstance(name, float) and np.isnan(name)) or name is pd.NA:
-        return None
-    out = _WS.sub(" ", str(name)).strip()
-    return out or None
-
-
-def rank_name(name) -> str | None:
-    """Ranks above species: capitalised first letter (FishNet-style ``perciformes`` -> ``Perciformes``).
-
-    Only the first letter is touched so names such as ``Perciformes/Scorpaenoidei`` keep their case.
-    """
-    out = clean_name(name)
-    if out and out[0].islower():
-        out = out[0].upper() + out[1:]
-    return out
-
-
-def species_name(name) -> str | None:
-    """Binomial ``Genus epithet``: genus capitalised, an alphabetic epithet in lower case."""
-    out = clean_name(name)
-    if not out:
-        return None
-    parts = out.split(" ")
-    parts[0] = parts[0][0].upper() + parts[0][1:]
-    if len(parts) > 1 and parts[1].replace("-", "").isalpha():
-        parts[1] = parts[1].lower()
-    return " ".join(parts)
-
-
-def _map_unique(s: pd.Series, fn) -> pd.Series:
-    """Apply ``fn`` once per distinct value (the BIOSCAN table has ~1M rows but few thousand names)."""
-    codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    mapped = np.array([fn(u) for u in uniques] + [None], dtype=object)
-    return pd.Series(mapped[codes], index=s.index, dtype="string")
-
-
-def normalise_names(df: pd.DataFrame, levels: list[str], synonyms: dict) -> pd.DataFrame:
-    for lv in levels:
-        df[lv] = _map_unique(df[lv], clean_name if lv == "species" else rank_name)
-    if "species" in levels and "genus" in levels:
-        # A bare lower-case epithet ("obtusa") becomes a binomial with the row's genus: the contract's
-        # species is "Genus epithet" (iNat-style tables give the epithet alone).
-        sp = df["species"]
-        bare = (sp.notna() & df["genus"].notna() & ~sp.str.contains(" ", regex=False)
-                & sp.str.slice(0, 1).str.islower()).fillna(False).astype(bool)
-        df.loc[bare, "species"] = df.loc[bare, "genus"] + " " + sp[bare]
-    if "species" in levels:
-        df["species"] = _map_unique(df["species"], species_name)
-    for lv, mapping in (synonyms or {}).items():
-        if lv not in levels:
-            log.warning("prepare: dataset.synonyms.%s ignored (not in params.levels %s)", lv, levels)
-            continue
-        if not isinstance(mapping, dict):
-            raise UserError(f"params.yaml: dataset.synonyms.{lv} must map names to names, got {mapping!r}")
-        norm = species_name if lv == "species" else rank_name
-        table = {norm(k): norm(v) for k, v in mapping.items()}
-        df[lv] = df[lv].replace(table)
-    return df
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,16 +219,22 @@ def split_per_species(df: pd.DataFrame, species: str | list[str], seed: int, tes
 # The stage
 
 
-def _filter_rows(df: pd.DataFrame, levels: list[str], finest: int, drops: Drops) -> pd.DataFrame:
+def _filter_rows(df: pd.DataFrame, levels: list[str], finest: int, drops: Drops, placeholder: pd.Series
+                 ) -> pd.DataFrame:
     """Steps 3-6 of the module docstring: lineages named down to ``levels[finest]``, safe paths, one lineage
-    per image and taxon."""
+    per image and taxon. ``placeholder``: why a row's species (set missing) was a placeholder, else None."""
     for i, lv in enumerate(levels):
         # below the required levels a name may be missing, unless a finer one is named (a gap)
         gap = df[levels[i + 1:]].notna().any(axis=1).to_numpy() if i > finest else True
-        df = _drop(df, df[lv].isna().to_numpy() & gap, f"missing_{lv}", drops)
+        gone = df[lv].isna().to_numpy() & gap
+        if lv == "species":  # a placeholder species where a species is needed: its own reason, not "missing"
+            why = placeholder.loc[df.index]
+            named = gone & why.notna().to_numpy()
+            df, gone = _drop(df, named, "placeholder_species", drops, why), gone[~named]
+        df = _drop(df, gone, f"missing_{lv}", drops)
     df = _drop(df, df["path"].isna(), "missing_path", drops)
 
-    inside = _map_unique(df["path"], _path_inside_root)
+    inside, _ = map_unique(df["path"], lambda p: (_path_inside_root(p), 0))
     df = _drop(df, inside.isna(), "path_escapes_root", drops)
     df["path"] = inside[inside.notna()]
 
@@ -326,7 +267,7 @@ def _filter_images(df: pd.DataFrame, root: Path, mode: str, drops: Drops, show_p
     return _drop(df, _bbox_problems(df, sizes), "invalid_bbox", drops)
 
 
-def _final_table(df: pd.DataFrame, levels: list[str], pcfg: PrepareConfig) -> tuple[pd.DataFrame, int]:
+def _final_table(df: pd.DataFrame, levels: list[str], pcfg: PrepareConfig, where: str) -> tuple[pd.DataFrame, int]:
     """The contract's columns in file order, with the split; (table, single-image species).
 
     Only complete lineages are split; partial ones train only (docs/method.md §2)."""
@@ -335,12 +276,44 @@ def _final_table(df: pd.DataFrame, levels: list[str], pcfg: PrepareConfig) -> tu
     split, single = split_per_species(df[complete], levels, pcfg.seed, pcfg.test_fraction)
     df["split"] = pd.Series("train", index=df.index, dtype="string")
     df.loc[split.index, "split"] = split
+    _check_every_class_tested(df[complete], levels[0], pcfg.test_fraction, where)
     cols = ["path", *levels, "split", "row"] + [c for c in BBOX_COLUMNS if c in df.columns]
     table = df[cols].copy()
     table["row"] = table["row"].astype("int64")
     if "bbox_x" in table.columns and table[BBOX_COLUMNS].isna().all(axis=None):
         table = table.drop(columns=BBOX_COLUMNS)
     return table, single
+
+
+def _check_every_class_tested(complete: pd.DataFrame, first: str, test_fraction: float, where: str) -> None:
+    """Every class (first level) with a complete lineage is evaluated, against its test images: one-line error
+    when it has none (only possible when each of its species has a single image, which trains only)."""
+    untested = sorted(set(complete[first]) - set(complete.loc[complete["split"] == "test", first]))
+    if not untested:
+        return
+    rows = complete[complete[first] == untested[0]]
+    more = f" (and {len(untested) - 1} more: {', '.join(untested[1:4])})" if len(untested) > 1 else ""
+    raise UserError(f"{where}: {first} {untested[0]!r}{more} has no test image, so evaluate cannot score it: its "
+                    f"{len(rows)} image(s) of complete lineage are {len(rows)} species with one image each, and a "
+                    f"one-image species stays in train whatever prepare.test_fraction={test_fraction:g} is; add a "
+                    f"second image of one of its species, or leave the {first} out of the annotation file")
+
+
+def _read_normalised(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str]
+                     ) -> tuple[pd.DataFrame, Drops, pd.Series, dict]:
+    """Steps 1-2: the dataset with canonical names, placeholder species set missing (``placeholder`` says why),
+    and what normalisation did (``report.json`` ``normalised``, ``case_variants``, ``placeholder_species``)."""
+    df, drops = read_dataset(cfg, levels, pcfg.max_examples)
+    df, names = normalise_names(df, levels, cfg.synonyms, pcfg.max_examples)
+    placeholder = placeholder_species(df, levels, pcfg.placeholder_words)
+    found = placeholder.notna().to_numpy()
+    spelled = df.loc[found, "species"].value_counts().head(pcfg.max_examples) if found.any() else {}
+    names["placeholder_species"] = {"words": list(pcfg.placeholder_words), "rows": int(found.sum()),
+                                    "names": {k: int(v) for k, v in spelled.items()}}
+    if found.any():
+        df.loc[found, "species"] = pd.NA
+    check_inverted_levels(df, levels, str(cfg.metadata))
+    return df, drops, placeholder, names
 
 
 def prepare(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str], out: str | Path,
@@ -353,33 +326,28 @@ def prepare(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str], out: str
         raise UserError(f"params.yaml prepare.finest_required={pcfg.finest_required!r}: expected one of {levels}")
     out = Path(out)
 
-    df, drops = read_dataset(cfg, levels, pcfg.max_examples)
+    df, drops, placeholder, names = _read_normalised(cfg, pcfg, levels)
     rows_in = len(df) + drops.total
-    df = normalise_names(df, levels, cfg.synonyms)
-    df = _filter_rows(df, levels, levels.index(pcfg.finest_required), drops)
+    df = _filter_rows(df, levels, levels.index(pcfg.finest_required), drops, placeholder)
     df = _filter_images(df, Path(cfg.images), pcfg.check_images, drops, show_progress)
+    names["placeholder_species"]["kept_as_partial_lineage"] = int(placeholder.loc[df.index].notna().sum())
 
-    rows_kept = len(df)
     report = {
-        "dataset": cfg.name,
-        "metadata": str(cfg.metadata),
-        "images": str(cfg.images),
-        "check_images": pcfg.check_images,
-        "levels": levels,
-        "finest_required": pcfg.finest_required,
-        "rows_in": int(rows_in),
-        "rows_kept": int(rows_kept),
+        "dataset": cfg.name, "metadata": str(cfg.metadata), "images": str(cfg.images),
+        "check_images": pcfg.check_images, "levels": levels, "finest_required": pcfg.finest_required,
+        "rows_in": int(rows_in), "rows_kept": len(df),
         "dropped": dict(sorted(drops.counts.items())),
         "examples": {k: drops.examples[k] for k in sorted(drops.examples)},
+        **names,
     }
     assert report["rows_in"] == report["rows_kept"] + sum(report["dropped"].values()), report["dropped"]
-    if rows_kept == 0:
+    if not len(df):
         files.write_json(out / "report.json", report)
         reasons = ", ".join(f"{k}: {v}" for k, v in report["dropped"].items())
         raise UserError(f"{cfg.metadata}: no usable rows: all {rows_in} were dropped ({reasons}); "
                         f"see {out / 'report.json'}")
 
-    table, single = _final_table(df, levels, pcfg)
+    table, single = _final_table(df, levels, pcfg, str(cfg.metadata))
     lineages = table[levels].dropna().drop_duplicates().sort_values(levels).astype(str).values.tolist()
     taxa = lineage_counts(table, levels)
     report["partial_rows"] = partial_rows(table, levels)  # kept, per finest named level; train split only
