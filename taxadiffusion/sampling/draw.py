@@ -25,7 +25,7 @@ from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import atomic_path, read_json
 from taxadiffusion.core.lineage import NONE, image_seed, lineage_key
 from taxadiffusion.models.level import check_level_dir
-from taxadiffusion.sampling.level_sampler import load_sampler
+from taxadiffusion.sampling.level_sampler import NonFiniteSamples, load_sampler
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,11 @@ def run(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in (("steps", args.steps), ("scale", args.scale)) if v is not None}
     sampling = dataclasses.replace(params.sampling, **overrides)  # re-validated
     exp = Experiment(params.model, levels, seed)
-    image = draw_grid(names, args.n, model_dir, exp, sampling, args.device, args.zoom)
+    try:
+        image = draw_grid(names, args.n, model_dir, exp, sampling, args.device, args.zoom)
+    except NonFiniteSamples as exc:
+        given = f" (--scale {args.scale:g} stands for guidance_scale)" if args.scale is not None else ""
+        raise UserError(f"{exc}{given}") from None
     with atomic_path(args.out) as tmp:
         image.save(tmp, format="PNG")
     log.info("wrote %s: %d image(s) of %s (%s, %d steps, %s scale %g, seed %d, model %s)", args.out, args.n,

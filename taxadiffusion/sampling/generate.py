@@ -35,7 +35,7 @@ from taxadiffusion.core.device import on_cpu_only
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import atomic_path, sha256_file, write_json, write_text
 from taxadiffusion.models.level import check_level_dir
-from taxadiffusion.sampling.level_sampler import DECODE_ROWS, TaxaSampler, load_sampler, unet_rows
+from taxadiffusion.sampling.level_sampler import DECODE_ROWS, NonFiniteSamples, TaxaSampler, load_sampler, unet_rows
 from taxadiffusion.sampling.plan import PlanRule, make_plan, plan_images, read_test_table
 
 log = logging.getLogger(__name__)
@@ -210,8 +210,12 @@ def draw_pending(sampler: TaxaSampler, images: pd.DataFrame, mine: list[int], ba
     drawn = 0
     for first in range(0, len(mine), batch_size):
         batch = [rows[i] for i in mine[first : first + batch_size]]
-        pixels = sampler.draw([{lv: r[lv] for lv in levels} for r in batch], [r["seed"] for r in batch],
-                              progress=advance)
+        try:
+            pixels = sampler.draw([{lv: r[lv] for lv in levels} for r in batch], [r["seed"] for r in batch],
+                                  progress=advance)
+        except NonFiniteSamples as exc:
+            more = f" (+{len(batch) - 1} more)" if len(batch) > 1 else ""
+            raise UserError(f"{out}: {exc} ({batch[0]['path']}{more})") from None
         for r, px in zip(batch, pixels):
             write_png(out / r["path"], px)
         drawn += len(batch)

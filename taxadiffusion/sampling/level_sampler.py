@@ -129,6 +129,10 @@ def prepare_unet_for_sampling(unet) -> None:
 # The sampler
 
 
+class NonFiniteSamples(UserError):
+    """A batch came out non-finite (nan/inf): its images would be black; nothing of it is written."""
+
+
 class TaxaSampler:
     """Draws images of lineages at one cut-off with a loaded :class:`TaxaModel`.
 
@@ -137,8 +141,9 @@ class TaxaSampler:
     """
 
     def __init__(self, model: TaxaModel, sampling: SamplingConfig, cut_off: int, dtype=torch.float32,
-                 rows: int | None = None):
+                 rows: int | None = None, scale_param: str = "guidance_scale"):
         self.model, self.sampling, self.cut_off, self.dtype = model, sampling, int(cut_off), dtype
+        self.scale_param = scale_param  # the param that set the guidance scale, named when a batch diverges
         unet = model.base.unet
         self.device = model.device
         self.unet = FixedRowsUNet(unet, rows or unet_rows(self.device))
@@ -192,16 +197,38 @@ class TaxaSampler:
 
         latents = sample(self.unet, scheduler, cond, neg, list(seeds), self.latent_shape, s.steps, s.scale,
                          s.guidance_range, dtype=self.dtype, on_step=on_step)
+        self.check_finite("latents", latents, lineages)
         images = fixed_rows(self.model.base.decode_latents, DECODE_ROWS, latents)
+        self.check_finite("decoded images", images, lineages)
         return to_uint8(images)
+
+    def check_finite(self, what: str, batch: torch.Tensor, lineages: Sequence[dict]) -> None:
+        """A nan/inf anywhere in ``batch`` is a one-line error naming the taxa and the likely cause: to_uint8 would
+        turn it into black pixels written with exit status 0. One reduction per batch: measured on one shared CPU
+        thread, 0.5 ms for 64 tiny latents or images, 1.2 ms for 32 SD1.5 latents, 0.12 s for their 512 px images,
+        against seconds (tiny) to minutes (SD1.5) of denoising per batch."""
+        if bool(torch.isfinite(batch).all()):
+            return
+        taxa = list(dict.fromkeys(self._key(lin) for lin in lineages))
+        shown = ", ".join(taxa[:3]) + (f" (+{len(taxa) - 3} more)" if len(taxa) > 3 else "")
+        dtype = next((name for name, dt in DTYPES.items() if dt == self.dtype), str(self.dtype))
+        scale = f"{self.scale_param}={self.sampling.scale:g} too large for this model"
+        half = f"generate.dtype={dtype} overflowing (try fp32)" if dtype != "fp32" else None
+        if what == "latents":
+            causes = [scale, half]
+        else:  # finite latents the decoder could not take
+            causes = [f"{half} in the VAE decoder" if half else f"the VAE decoder overflowing ({scale}?)"]
+        cause = " or ".join(c for c in causes if c)
+        raise NonFiniteSamples(f"non-finite {what} (nan/inf) drawing {len(lineages)} image(s) of {shown}; likely "
+                               f"cause: {cause}; nothing of this batch is written")
 
 
 def load_sampler(model_dir: str | Path, model_cfg: ModelConfig, sampling: SamplingConfig, cut_off: int,
-                 device=None) -> TaxaSampler:
+                 device=None, scale_param: str = "guidance_scale") -> TaxaSampler:
     """The level in ``model_dir`` (weights checked first), LoRA merged, ready to draw at ``cut_off``."""
     device = resolve_device(device)
     dtype = compute_dtype(sampling, device)
     check_level_files(model_dir, LevelConfig.load(model_dir))
     model = load_taxa_model(model_dir, model_cfg, device=device, dtype=dtype)
     prepare_unet_for_sampling(model.base.unet)
-    return TaxaSampler(model, sampling, cut_off, dtype)
+    return TaxaSampler(model, sampling, cut_off, dtype, scale_param=scale_param)

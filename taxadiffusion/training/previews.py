@@ -87,7 +87,8 @@ def preview_grid(model: TaxaModel, cut_off: int, lineages: Sequence[dict], seeds
     The UNet runs on one call of ``2 * len(seeds)`` rows per step (no padding to the mass-generation chunk).
     """
     with eval_mode(model.base.unet, model.conditioner):
-        sampler = TaxaSampler(model, sampling, cut_off, dtype=torch.float32, rows=2 * len(seeds))
+        sampler = TaxaSampler(model, sampling, cut_off, dtype=torch.float32, rows=2 * len(seeds),
+                              scale_param="preview.scale")
         pixels = sampler.draw(list(lineages), list(seeds)).numpy()
     rows: list[tuple[str, list]] = []
     last = None
