@@ -85,7 +85,8 @@ class PrepareConfig:
             raise bad("prepare.test_fraction", self.test_fraction, "a number in (0, 1)")
         check_choice("prepare.check_images", self.check_images, CHECK_IMAGES)
         check_int("prepare.max_examples", self.max_examples, 0)
-        words = self.placeholder_words  # compared to whole words of a species name without a final "." (data/names.py)
+        # compared to whole words of a species name without a final "." (data/taxon_names.py)
+        words = self.placeholder_words
         if not isinstance(words, list) or not all(isinstance(w, str) and w.rstrip(".") and len(w.split()) == 1
                                                   and w == w.strip() for w in words):
             raise bad("prepare.placeholder_words", words, 'a list of single words, e.g. [sp, spp, cf, aff, nr, "?"]')

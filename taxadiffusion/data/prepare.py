@@ -4,7 +4,7 @@ Steps (each skipped row is counted under one reason, the first that applies, in 
 
 1. read the dataset (:mod:`taxadiffusion.data.readers`; ``dataset.na_values`` such as ``NA`` are missing ranks;
    reader-specific reasons such as ``unknown_category_id``, or ``image_url`` for a ``table`` image given as a URL),
-2. normalise names (:mod:`taxadiffusion.data.names`: one canonical text, capitalisation, binomials, spellings
+2. normalise names (:mod:`taxadiffusion.data.taxon_names`: one canonical text, capitalisation, binomials, spellings
    that differ only by case merged, ``dataset.synonyms``; every changed row counted in ``report.json``
    ``normalised``); a placeholder species (``Gotium sp.``, ``Gotium`` as its own species;
    ``prepare.placeholder_words``) becomes a missing species; a ``levels`` list the data shows to be inverted
@@ -48,8 +48,8 @@ from taxadiffusion.config import DatasetConfig, PrepareConfig
 from taxadiffusion.core import files
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.data.image_files import bbox_box, check_image
-from taxadiffusion.data.names import check_inverted_levels, map_unique, normalise_names, placeholder_species
 from taxadiffusion.data.readers import BBOX_COLUMNS, Drops, read_dataset
+from taxadiffusion.data.taxon_names import check_inverted_levels, map_unique, normalise_names, placeholder_species
 
 RESERVED_COLUMNS = {"path", "split", "row", *BBOX_COLUMNS}
 _INF = float("inf")
