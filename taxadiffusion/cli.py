@@ -2,7 +2,8 @@
 
 Every entry point turns a :class:`UserError` or an OS error (disk full, permission, missing folder) into one line
 on stderr (``error: ...``) and exit status 2, never a traceback. Stages write their outputs atomically, so a failed
-stage leaves nothing half-done.
+stage leaves nothing half-done. A stage whose own params changed in the params file while it ran fails
+(``config/stage_params.py``), so DVC never records values its outputs were not made with.
 
 Tools (one command, ``taxadiffusion <tool> ...``, or ``python -m taxadiffusion <tool> ...``; each module also runs
 as ``python -m <module>``):
@@ -17,7 +18,8 @@ import logging
 import sys
 from typing import Any, Callable, Optional
 
-from taxadiffusion.config import Params, load_params
+from taxadiffusion.config import Params, params_from_dict, read_params_dict
+from taxadiffusion.config.stage_params import ParamsWatch
 from taxadiffusion.core.errors import UserError
 
 # tool -> the module whose ``main(argv)`` runs it; imported only when that tool is asked for
@@ -64,11 +66,24 @@ def one_line_errors(fn: Callable[[], Any]) -> Any:
     sys.exit(2)
 
 
+def _run_checked(main: Callable[[argparse.Namespace, Params], None], args: argparse.Namespace) -> None:
+    """``main(args, params)``, then the check that the stage's own params did not change while it ran."""
+    data = read_params_dict(args.params)
+    watch = ParamsWatch.start(args.params, data, sys.argv[0])
+    main(args, params_from_dict(data))
+    # The outputs are written by now. DVC records dvc.lock (the params values it reads from the file then) only
+    # after the command exits 0, so this non-zero exit is what keeps a lock from recording values the outputs were
+    # not made with. (An edit after this check and before DVC reads the file is not seen: a window of milliseconds.)
+    if watch is not None:
+        watch.check()
+
+
 def run_stage(main: Callable[[argparse.Namespace, Params], None], parser: argparse.ArgumentParser) -> None:
-    """A stage script: parse args, load params, run ``main(args, params)`` with one-line errors."""
+    """A stage script: parse args, load params, run ``main(args, params)`` with one-line errors, and fail if one
+    of the stage's own params changed in the file while it ran."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parser.parse_args()
-    one_line_errors(lambda: main(args, load_params(args.params)))
+    one_line_errors(lambda: _run_checked(main, args))
 
 
 def run_tool(run: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
