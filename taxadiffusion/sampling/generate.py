@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from taxadiffusion.config import Experiment, GenerateConfig, SamplingConfig
+from taxadiffusion.core import progress
 from taxadiffusion.core.device import on_cpu_only
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import atomic_path, sha256_file, write_json, write_text
@@ -208,6 +209,7 @@ def draw_pending(sampler: TaxaSampler, images: pd.DataFrame, mine: list[int], ba
         bar.update(min(share, max(0.0, bar.total - bar.n)))  # float shares must not overshoot the total
 
     drawn = 0
+    progress.note(f"with 0/{len(mine)} pending images written")
     for first in range(0, len(mine), batch_size):
         batch = [rows[i] for i in mine[first : first + batch_size]]
         try:
@@ -219,6 +221,7 @@ def draw_pending(sampler: TaxaSampler, images: pd.DataFrame, mine: list[int], ba
         for r, px in zip(batch, pixels):
             write_png(out / r["path"], px)
         drawn += len(batch)
+        progress.note(f"with {drawn}/{len(mine)} pending images written")  # what a Ctrl-C reports (cli.run_stage)
         bar.n = drawn  # exact count once the batch is on disk (the per-step shares are floats)
         bar.refresh()
     bar.close()

@@ -31,6 +31,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
 from taxadiffusion.config import Experiment, PreviewConfig, TrainConfig
+from taxadiffusion.core import progress
 from taxadiffusion.core.device import on_cpu_only
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import write_text
@@ -196,12 +197,14 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
     bar = tqdm(total=spec.steps, initial=start_step, desc=f"train {spec.name}", disable=not acc.is_main_process)
     first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # first non-finite step; no host sync
     t0, last_loss, done = time.time(), None, 0
+    saved = start_step  # the newest checkpoint on disk (a resumed run started from one)
     with bar:
         for step in range(start_step, spec.steps):
             loss = train_step(run, step)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             done += 1
             bar.update(1)
+            progress.note(_where(spec, step + 1, saved))  # what a Ctrl-C reports (cli.run_stage)
             if (step + 1) % cfg.log_every == 0 or step + 1 == spec.steps:
                 _stop_if_diverged(run, first_bad)
                 last_loss = acc.gather(loss.reshape(1)).mean().item()
@@ -215,6 +218,8 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < spec.steps:
                 _stop_if_diverged(run, first_bad)  # a checkpoint never holds weights trained on a nan loss
                 save_checkpoint(scratch, fp, step + 1, run)
+                saved = step + 1
+                progress.note(_where(spec, step + 1, saved))
             if max_steps_this_run is not None and done >= max_steps_this_run:
                 return {"stopped_at": step + 1}
     if live is not None:
@@ -230,6 +235,11 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
         "processes": acc.num_processes,
         "samples_per_second": round(done * cfg.batch_size * acc.num_processes / max(seconds, 1e-9), 2),
     }
+
+
+def _where(spec: TrainSpec, step: int, saved: int) -> str:
+    kept = f"checkpoint at step {saved}" if saved else "no checkpoint yet: it starts over"
+    return f"at step {step}/{spec.steps} of {spec.name} ({kept})"
 
 
 def _previews(run: Run, preview: PreviewConfig | None) -> TrainingPreviews | None:
