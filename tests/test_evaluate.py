@@ -14,7 +14,7 @@ import torch
 from helpers.metrics_world import LEVELS, metrics_params, write_generated, write_params_yaml, write_shards
 from helpers.stages import run_repo_stage, run_stage_here
 
-from taxadiffusion.metrics.evaluate import evaluate
+from taxadiffusion.metrics.evaluate import EvaluatePaths, evaluate
 from taxadiffusion.metrics.probe import fit_probe_on_shards
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -118,7 +118,7 @@ def test_second_run_reuses_real_features(world, tmp_path, caplog):
     root, shards, gen, probe = world
     cfg, cache = metrics_params().evaluate, tmp_path / "features"
     with caplog.at_level(logging.INFO):
-        first = evaluate(cfg, LEVELS, shards, gen, probe, tmp_path / "m1", cache)
+        first = evaluate(cfg, LEVELS, EvaluatePaths(shards, gen, probe, tmp_path / "m1", cache))
     assert caplog.text.count("cache miss: probe/") == 2 and "cache hit" not in caplog.text
     cached = sorted((tmp_path / "features" / "probe").glob("*.npz"))
     assert len(cached) == 2
@@ -126,7 +126,7 @@ def test_second_run_reuses_real_features(world, tmp_path, caplog):
     new_gen = write_generated(tmp_path, seed=99)  # only the generated images change
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        second = evaluate(cfg, LEVELS, shards, new_gen, probe, tmp_path / "m2", cache)
+        second = evaluate(cfg, LEVELS, EvaluatePaths(shards, new_gen, probe, tmp_path / "m2", cache))
     assert caplog.text.count("cache hit: probe/") == 2 and "cache miss" not in caplog.text
     assert sorted((tmp_path / "features" / "probe").glob("*.npz")) == cached
     assert second["per_class"]["Aves"]["probe"]["fid"] != first["per_class"]["Aves"]["probe"]["fid"]
@@ -134,7 +134,7 @@ def test_second_run_reuses_real_features(world, tmp_path, caplog):
     changed = write_shards(tmp_path / "other", n_test=4)  # new real data -> recomputed
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        evaluate(cfg, LEVELS, changed, new_gen, probe, tmp_path / "m3", cache)
+        evaluate(cfg, LEVELS, EvaluatePaths(changed, new_gen, probe, tmp_path / "m3", cache))
     assert caplog.text.count("cache miss: probe/") == 2
 
 
@@ -149,8 +149,8 @@ def test_all_backbones_from_local_files(world, tmp_path):
         lpips_weights=str(write_random_alexnet(tmp_path / "alexnet.pth")),
         bioclip_model=f"local-dir:{write_tiny_clip(tmp_path / 'clip')}",
     )
-    summary = evaluate(params.evaluate, params.level_names, shards, gen, probe, tmp_path / "metrics",
-                       tmp_path / "features")
+    summary = evaluate(params.evaluate, params.level_names,
+                       EvaluatePaths(shards, gen, probe, tmp_path / "metrics", tmp_path / "features"))
     assert set(summary["backbones"]) == {"probe", "inception", "alex", "bioclip-v1"}
     assert summary["backbones"]["inception"]["resize"].startswith("tf1-bilinear")
     aves = summary["per_class"]["Aves"]
@@ -183,7 +183,8 @@ def test_generated_class_without_real_images_is_reported_not_dropped(world, tmp_
     extra = manifest.iloc[:2].copy()
     extra[LEVELS] = ["Mammalia", "Rodentia", "Muridae", "Mus", "Mus musculus"]
     pd.concat([manifest, extra]).to_csv(gen / "manifest.csv", index=False)
-    summary = evaluate(metrics_params().evaluate, LEVELS, shards, gen, probe, tmp_path / "metrics", tmp_path / "features")
+    summary = evaluate(metrics_params().evaluate, LEVELS,
+                       EvaluatePaths(shards, gen, probe, tmp_path / "metrics", tmp_path / "features"))
     mammals = summary["per_class"]["Mammalia"]
     assert mammals["n_real"] == 0 and mammals["probe"]["fid"] is None and mammals["probe"]["dist"] is None
     assert mammals["probe"]["unseen"]["class"] == 2 and mammals["fid_small_sample"] is True

@@ -59,10 +59,12 @@ def sample_method(method: str, *, generate_cfg: GenerateConfig, sampling: Sampli
     else:
         model_dir = paths.model
         generate_cfg = dataclasses.replace(generate_cfg, target_level=levels[-1])
-    from taxadiffusion.metrics.evaluate import evaluate
+    from taxadiffusion.metrics.evaluate import EvaluatePaths, evaluate
     from taxadiffusion.sampling.generate import generate
 
     generate(generate_cfg, sampling, model_cfg, levels, seed, model_dir, paths.prepared, paths.images)
-    summary = evaluate(evaluate_cfg, levels, paths.shards, paths.images, paths.probe, paths.out, paths.cache)
+    eval_paths = EvaluatePaths(shards=paths.shards, generated=paths.images, probe=paths.probe, out=paths.out,
+                               cache=paths.cache)
+    summary = evaluate(evaluate_cfg, levels, eval_paths)
     write_json(paths.out / METHOD_FILE, info)
     return summary

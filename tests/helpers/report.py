@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from taxadiffusion.figures import FIGURE_FILES, FIGURES_FILE
-from taxadiffusion.metrics.evaluate import evaluate
+from taxadiffusion.metrics.evaluate import EvaluatePaths, evaluate
 from taxadiffusion.metrics.probe import fit_probe_on_shards
 from taxadiffusion.report.build import build_report
 from taxadiffusion.training.previews import preview_name
@@ -30,7 +30,8 @@ def evaluated(tmp: Path) -> Path:
     shards, gen = write_shards(tmp), write_generated(tmp)
     params = metrics_params(min_images_for_fid=7)
     fit_probe_on_shards(shards, tmp / "probe", LEVELS, params.probe, params.seed)
-    evaluate(params.evaluate, params.level_names, shards, gen, tmp / "probe", tmp / "metrics", tmp / "features")
+    evaluate(params.evaluate, params.level_names,
+             EvaluatePaths(shards, gen, tmp / "probe", tmp / "metrics", tmp / "features"))
     return tmp / "metrics"
 
 

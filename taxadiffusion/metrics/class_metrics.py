@@ -1,0 +1,169 @@
+"""Per-class metrics of the ``evaluate`` stage (one ``summary.json`` ``per_class`` entry per class), and what
+the pass over the classes keeps for the pooled and per-level metrics (:class:`Collected`).
+
+Each class's images are decoded once: the generated ones up front, the real reference only when a backbone's
+cached features miss or an LPIPS net needs the pixels (:class:`ClassImages`). Metrics computed from a
+backbone's features (real from the cache, generated fresh) all go through :func:`feature_metrics`; the
+pixel-space ones (LPIPS, BioCLIP) have one function each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+import numpy as np
+
+from taxadiffusion.metrics.inputs import Inputs
+from taxadiffusion.metrics.probe import level_accuracy
+from taxadiffusion.metrics.stats import fid_or_none, finite_mean
+
+
+@dataclass
+class Collected:
+    """What one pass over the classes collects, by image index, for the pooled and per-level metrics."""
+
+    feats_gen: dict[str, dict[int, np.ndarray]]  # backbone -> generated image index -> feature row
+    feats_real: dict[str, dict[int, np.ndarray]]  # backbone -> real image index -> feature row
+    probe_pred: np.ndarray  # [n_generated, n_levels]: the probe's prediction per level
+    real_pred: dict[int, np.ndarray] = field(default_factory=dict)  # reference image index -> the same
+    bioclip_level: dict[int, np.ndarray] = field(default_factory=dict)  # depth -> [n_generated] BioCLIP scores
+    lpips: dict[str, list] = field(default_factory=dict)  # LPIPS net -> every pair's distance
+    dist: list = field(default_factory=list)  # the probe's paired 1-cos distances, every pair
+    per_class: dict[str, dict] = field(default_factory=dict)  # class -> its summary.json entry
+    grids: dict[str, list] = field(default_factory=dict)  # class -> grid picks (grids.write_grids)
+
+    @classmethod
+    def empty(cls, inp: Inputs) -> Collected:
+        names = [b.name for b in inp.bb.features]
+        return cls(feats_gen={n: {} for n in names}, feats_real={n: {} for n in names},
+                   probe_pred=np.zeros((len(inp.gen), len(inp.levels)), np.int64),
+                   lpips={m.name: [] for m in inp.bb.lpips})
+
+
+@dataclass
+class ClassImages:
+    """One class: its generated and real image indices (sorted, so real_i pairs with generated_i), the generated
+    images decoded, and the real ones decoded on first use."""
+
+    name: str
+    gidx: list[int]
+    ridx: list[int]
+    generated: np.ndarray
+    real_hash: str  # the real-data version in the feature cache's keys
+    real_keys: list[str]
+    decode_real: Callable[[], np.ndarray]
+
+    @cached_property
+    def real(self) -> np.ndarray:
+        return self.decode_real()
+
+    @property
+    def n_pair(self) -> int:
+        """LPIPS / probe pairs: real_i with generated_i."""
+        return min(len(self.ridx), len(self.gidx))
+
+
+@dataclass
+class ClassFeatures:
+    """One backbone's features of one class: ``real`` from the cache, ``generated`` computed."""
+
+    backbone: object
+    real: np.ndarray
+    generated: np.ndarray
+
+
+def class_images(inp: Inputs, cls: str, gidx: list[int]) -> ClassImages:
+    ridx = inp.real_classes.get(cls, [])
+    # The real-data version: content of this class's reference images, at the resolution they are compared.
+    real_hash = inp.real.content_hash(ridx) + f"|{inp.gen_size[0]}x{inp.gen_size[1]}"
+    return ClassImages(name=cls, gidx=gidx, ridx=ridx, generated=inp.gen.decode(gidx, inp.gen_size),
+                       real_hash=real_hash, real_keys=[inp.real.keys[i] for i in ridx],
+                       decode_real=lambda: inp.real.decode(ridx, inp.gen_size))
+
+
+def class_entry(inp: Inputs, acc: Collected, images: ClassImages) -> dict:
+    """The class's ``per_class`` entry: counts, then one sub-entry per backbone (feature backbones, LPIPS nets,
+    BioCLIP); what the pooled metrics need goes into ``acc``."""
+    entry = _class_counts(inp, images)
+    entry.update({"n_real": len(images.ridx), "fid_small_sample": images.n_pair < inp.cfg.min_images_for_fid})
+    for b in inp.bb.features:
+        feats = class_features(inp, images, b)
+        acc.feats_real[b.name].update(zip(images.ridx, feats.real))
+        acc.feats_gen[b.name].update(zip(images.gidx, feats.generated))
+        entry[b.name] = feature_metrics(inp, acc, images, feats)
+    for m in inp.bb.lpips:
+        entry[m.name] = _lpips_metrics(inp, acc, images, m)
+    if inp.bb.bioclip is not None:
+        entry[inp.bb.bioclip.name] = _bioclip_metrics(inp, acc, images)
+    return entry
+
+
+def class_features(inp: Inputs, images: ClassImages, backbone) -> ClassFeatures:
+    bs = inp.cfg.batch_size
+    real = inp.cache.features(backbone.name, backbone.cache_id, images.name, images.real_hash, images.real_keys,
+                              lambda: backbone.features(images.real, bs))
+    return ClassFeatures(backbone, real, backbone.features(images.generated, bs))
+
+
+def feature_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: ClassFeatures) -> dict:
+    """Every per-class metric computed from one backbone's features: the Fréchet distance, and for the probe its
+    paired distance and accuracies."""
+    out = {"fid": fid_or_none(feats.real, feats.generated)}
+    if feats.backbone is inp.bb.probe:
+        out.update(_probe_metrics(inp, acc, images, feats))
+    return out
+
+
+def _probe_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: ClassFeatures) -> dict:
+    """Paired 1-cos on L2-normalised features (the LPIPS pairing rule), top-1 per level of the generated images,
+    and the probe's own top-1 on this class's real test images. The distances and the predictions for the
+    generated and the real images go into ``acc``."""
+    probe, levels, n = inp.bb.probe, inp.levels, images.n_pair
+    a = feats.real[:n] / np.linalg.norm(feats.real[:n], axis=1, keepdims=True).clip(1e-12)
+    c = feats.generated[:n] / np.linalg.norm(feats.generated[:n], axis=1, keepdims=True).clip(1e-12)
+    d = 1.0 - (a * c).sum(1)
+    pred = probe.predict_features(feats.generated)
+    gen_acc = level_accuracy(pred, probe.labels([inp.gen.lineages[i] for i in images.gidx]), levels)
+    real_pred = probe.predict_features(feats.real)
+    test = [k for k, i in enumerate(images.ridx) if inp.real.splits[i] == "test"]
+    real_acc = level_accuracy(real_pred[test], probe.labels([inp.real.lineages[images.ridx[k]] for k in test]), levels)
+    acc.dist.extend(d.tolist())
+    acc.probe_pred[images.gidx] = pred
+    acc.real_pred.update(zip(images.ridx, real_pred))
+    return {
+        "dist": finite_mean(d),
+        "pairs": n,
+        "acc": {lv: v["acc"] for lv, v in gen_acc.items()},
+        "unseen": {lv: v["unseen"] for lv, v in gen_acc.items() if v["unseen"]},
+        "real_test_acc": {lv: v["acc"] for lv, v in real_acc.items()},
+    }
+
+
+def _lpips_metrics(inp: Inputs, acc: Collected, images: ClassImages, metric) -> dict:
+    values = metric.paired(images.real, images.generated, inp.cfg.batch_size) if images.n_pair else np.zeros(0)
+    acc.lpips[metric.name].extend(values.tolist())
+    return {"lpips": finite_mean(values), "pairs": images.n_pair}
+
+
+def _bioclip_metrics(inp: Inputs, acc: Collected, images: ClassImages) -> dict:
+    """BioCLIP score of the generated images with their lineage's prompt; every depth's scores (prompt cut at
+    that level) go into ``acc`` for the per-level table, the full lineage's mean is the class's score."""
+    bioclip, depths = inp.bb.bioclip, len(inp.levels)
+    emb = bioclip.image_embeddings(images.generated, inp.cfg.batch_size)
+    lineages = [inp.gen.lineages[i] for i in images.gidx]
+    for depth in range(1, depths + 1):
+        acc.bioclip_level.setdefault(depth, np.zeros(len(inp.gen)))[images.gidx] = bioclip.scores(emb, lineages, depth)
+    return {"score": finite_mean(acc.bioclip_level[depths][images.gidx])}
+
+
+def _class_counts(inp: Inputs, images: ClassImages) -> dict:
+    species = [inp.gen.lineages[i][-1] for i in images.gidx]
+    counts = sorted({s: species.count(s) for s in set(species)}.values())
+    per = counts[0] if counts[0] == counts[-1] else [counts[0], counts[-1]]
+    capped, plan, top = None, inp.plan, inp.levels[0]
+    if plan is not None and "capped" in plan.columns and top in plan.columns:
+        rows = plan[plan[top] == images.name]["capped"].astype(str).str.lower()
+        capped = bool(rows.isin(["true", "1", "yes"]).any()) if len(rows) else None
+    return {"n_generated": len(images.gidx), "n_species": len(counts), "images_per_species": per, "capped": capped}

@@ -1,0 +1,109 @@
+"""What the ``evaluate`` stage reads, loaded once before any metric: its folders (:class:`EvaluatePaths`), the
+backbones ``evaluate.backbones`` asks for (:class:`Backbones`), and the real and generated images with the
+plan, the training counts and the feature cache (:class:`Inputs`, from :func:`load_inputs`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from taxadiffusion.config import EvaluateConfig
+from taxadiffusion.metrics.cache import FeatureCache
+from taxadiffusion.metrics.data import REAL_SPLITS, ImageSet, read_generated, read_plan, read_real
+from taxadiffusion.metrics.probe import load_probe
+from taxadiffusion.metrics.rarity import train_counts
+
+
+@dataclass(frozen=True)
+class EvaluatePaths:
+    """The folders the ``evaluate`` stage reads and writes (its arguments in dvc.yaml, same order)."""
+
+    shards: Path  # WebDataset shards: the real images and their index.json
+    generated: Path  # generated images + manifest.csv (+ plan.csv)
+    probe: Path  # the trained probe (stage probe)
+    out: Path  # summary.json, tables, classes/, plots/
+    cache: Path  # real-image feature cache
+
+
+class Backbones:
+    """Everything ``evaluate.backbones`` asks for, loaded up front so that missing weights fail before any work."""
+
+    def __init__(self, cfg: EvaluateConfig, levels: list[str], probe_dir: str | Path):
+        asked = set(cfg.backbones)
+        # The probe is always computed: it is the backbone that needs no downloaded weights.
+        self.probe = load_probe(probe_dir, levels)
+        self.features = [self.probe]
+        self.probe.name = "probe"
+        self.probe.info = {
+            "metric": "Fréchet distance, paired 1-cos, per-level top-1",
+            "impl": "small CNN taxonomy classifier trained on the real train split (stages/probe.py)",
+            "features": f"penultimate, {self.probe.config['feature_dim']}-d",
+            "resolution": self.probe.config["resolution"],
+            "weights": str(Path(probe_dir) / "probe.safetensors"),
+            "real_test_acc": {lv: v["acc"] for lv, v in self.probe.config.get("test_acc", {}).items()},
+            "pairing": "real_i vs generated_i within the class (sorted order), min(n_real, n_gen) pairs",
+        }
+        # The pretrained backbones are imported only when asked for: torch-fidelity, lpips and open_clip
+        # are heavy, and the default run (probe only) never needs them.
+        if "inception" in asked:
+            from taxadiffusion.metrics.backbones import InceptionBackbone
+
+            self.features.append(InceptionBackbone(cfg.inception_weights))
+        nets = sorted({n for n in ("vgg", "alex") if n in asked} | ({cfg.lpips_net} if "lpips" in asked else set()))
+        self.lpips = []
+        if nets:
+            from taxadiffusion.metrics.lpips_metric import LPIPSMetric
+
+            for net in nets:
+                # evaluate.lpips_weights is the trunk file of evaluate.lpips_net.
+                weights = cfg.lpips_weights if net == cfg.lpips_net else None
+                self.lpips.append(LPIPSMetric(net, weights))
+        self.bioclip = None
+        if "bioclip" in asked:
+            from taxadiffusion.metrics.bioclip import BioCLIPScorer
+
+            self.bioclip = BioCLIPScorer(cfg.bioclip_model, cfg.bioclip_template, levels)
+
+    def info(self) -> dict:
+        out = {b.name: b.info for b in self.features}
+        out.update({m.name: m.info for m in self.lpips})
+        if self.bioclip is not None:
+            out[self.bioclip.name] = self.bioclip.info
+        return out
+
+
+@dataclass
+class Inputs:
+    """Everything the metrics are computed from; one per run of the stage."""
+
+    cfg: EvaluateConfig
+    levels: list[str]
+    bb: Backbones
+    gen: ImageSet
+    manifest: pd.DataFrame  # generate's manifest.csv (its sampler settings go to summary.json ``data``)
+    real: ImageSet  # the reference: the ``evaluate.real_split`` images of the shards
+    plan: Optional[pd.DataFrame]  # generate's plan.csv, when there is one (per-class ``capped``)
+    n_train: Counter  # training images per taxon, for the accuracy by rarity
+    cache: FeatureCache
+    gen_size: tuple[int, int]  # (W, H) of the generated images: real images are compared at this size
+    gen_classes: dict[str, list[int]]  # class -> generated image indices (sorted: the pairing order)
+    real_classes: dict[str, list[int]]  # class -> real image indices (sorted: the pairing order)
+
+    def reference(self) -> list[int]:
+        """The real images of every generated class: the pooled metrics' reference."""
+        return [i for c in self.gen_classes for i in self.real_classes.get(c, [])]
+
+
+def load_inputs(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) -> Inputs:
+    bb = Backbones(cfg, levels, paths.probe)  # first: missing weights fail before the images are read
+    gen, manifest = read_generated(paths.generated, levels)
+    real = read_real(paths.shards, REAL_SPLITS[cfg.real_split], levels)
+    plan = read_plan(paths.generated)
+    n_train = train_counts(paths.shards, levels)
+    return Inputs(cfg=cfg, levels=levels, bb=bb, gen=gen, manifest=manifest, real=real, plan=plan, n_train=n_train,
+                  cache=FeatureCache(paths.cache), gen_size=gen.image_size(), gen_classes=gen.by_class(),
+                  real_classes=real.by_class())

@@ -1,0 +1,89 @@
+"""Pooled metrics of the ``evaluate`` stage, from what the pass over the classes collected
+(:class:`~taxadiffusion.metrics.class_metrics.Collected`): ``summary.json`` ``overall`` (all generated images
+against all real images of the generated classes, plus class means) and ``per_level`` (taxa grouped by
+lineage prefix at each level)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from taxadiffusion.metrics.class_metrics import Collected
+from taxadiffusion.metrics.frechet import frechet_distance
+from taxadiffusion.metrics.inputs import Inputs
+from taxadiffusion.metrics.probe import level_accuracy
+from taxadiffusion.metrics.rarity import acc_by_rarity
+from taxadiffusion.metrics.stats import fid_or_none, finite_mean
+
+
+def overall(inp: Inputs, acc: Collected) -> dict:
+    out: dict = {b.name: _pooled_fid(inp, acc, b.name) for b in inp.bb.features}
+    out["probe"].update(_overall_probe(inp, acc))
+    classes = acc.per_class.values()
+    for m in inp.bb.lpips:
+        out[m.name] = {"lpips": finite_mean(acc.lpips[m.name]),
+                       "lpips_class_mean": finite_mean(e[m.name]["lpips"] for e in classes)}
+    if inp.bb.bioclip is not None:
+        out[inp.bb.bioclip.name] = {"score": finite_mean(acc.bioclip_level[len(inp.levels)])}
+    return out
+
+
+def _pooled_fid(inp: Inputs, acc: Collected, name: str) -> dict:
+    ridx = inp.reference()
+    fg = np.stack([acc.feats_gen[name][i] for i in range(len(inp.gen))])
+    fr = np.stack([acc.feats_real[name][i] for i in ridx]) if ridx else np.zeros((0, fg.shape[1]))
+    return {
+        "fid": fid_or_none(fr, fg),  # pooled: all generated vs all real of the generated classes
+        "fid_class_mean": finite_mean(e[name]["fid"] for e in acc.per_class.values()),
+    }
+
+
+def _overall_probe(inp: Inputs, acc: Collected) -> dict:
+    """The probe's pooled distance and accuracies, overall and by rarity, for the generated and the real images."""
+    probe, levels = inp.bb.probe, inp.levels
+    labels = probe.labels(inp.gen.lineages)
+    gen_acc = level_accuracy(acc.probe_pred, labels, levels)
+    # The same split of the real reference images: the ceiling each bucket's accuracy is read against (a probe
+    # that cannot tell a rare species in real photos cannot credit a generated one either).
+    ridx = sorted(acc.real_pred)
+    real_lineages = [inp.real.lineages[i] for i in ridx]
+    rpred = np.stack([acc.real_pred[i] for i in ridx]) if ridx else np.zeros((0, len(levels)), np.int64)
+    return {
+        "dist": finite_mean(acc.dist),
+        "acc": {lv: v["acc"] for lv, v in gen_acc.items()},
+        "unseen": {lv: v["unseen"] for lv, v in gen_acc.items() if v["unseen"]},
+        "real_test_acc": probe.info["real_test_acc"],
+        "acc_by_rarity": acc_by_rarity(acc.probe_pred, labels, inp.gen.lineages, inp.n_train, levels),
+        "real_acc_by_rarity": acc_by_rarity(rpred, probe.labels(real_lineages), real_lineages, inp.n_train, levels),
+    }
+
+
+def per_level(inp: Inputs, acc: Collected) -> dict:
+    """Per level: taxa grouped by lineage prefix; Fréchet distance per taxon with >= 2 images on both sides,
+    averaged over taxa; probe accuracy and BioCLIP (prompt cut at that level) over all generated images."""
+    gen_acc = level_accuracy(acc.probe_pred, inp.bb.probe.labels(inp.gen.lineages), inp.levels)
+    out = {}
+    for k, lv in enumerate(inp.levels):
+        g_groups, r_groups = inp.gen.groups(k), inp.real.groups(k)
+        entry: dict = {"n_taxa": len(g_groups)}
+        for b in inp.bb.features:
+            entry[b.name] = _level_fid(acc, b.name, g_groups, r_groups, inp.cfg.min_images_for_fid)
+        entry["probe"]["acc"] = gen_acc[lv]["acc"]
+        if inp.bb.bioclip is not None:
+            entry[inp.bb.bioclip.name] = {"score": finite_mean(acc.bioclip_level[k + 1])}
+        out[lv] = entry
+    return out
+
+
+def _level_fid(acc: Collected, name: str, g_groups: dict, r_groups: dict, min_images: int) -> dict:
+    """Mean Fréchet distance over the level's taxa with >= 2 images on both sides; how many, and how many of those
+    under ``min_images`` pairs."""
+    feats_real, feats_gen = acc.feats_real[name], acc.feats_gen[name]
+    fids, small = [], 0
+    for taxon, gidx in g_groups.items():
+        ridx = [i for i in r_groups.get(taxon, []) if i in feats_real]
+        if len(ridx) >= 2 and len(gidx) >= 2:
+            fr = np.stack([feats_real[i] for i in ridx])
+            fg = np.stack([feats_gen[i] for i in gidx])
+            fids.append(frechet_distance(fr, fg))
+            small += min(len(ridx), len(gidx)) < min_images
+    return {"fid": finite_mean(fids), "n_taxa_fid": len(fids), "n_taxa_small_sample": small}
