@@ -88,6 +88,7 @@ def train(cfg: TrainConfig, spec: TrainSpec, exp: Experiment, paths: TrainPaths,
     """
     parent_dir = paths.parent if spec.parent is not None else None
     levels, seed = exp.levels, exp.seed
+    progress.note(f"while loading the model and data of {spec.name}, before training")  # for a Ctrl-C (cli.py)
     config = LevelConfig.for_run(spec, cfg, exp.model, levels, seed, _parent_config(spec, parent_dir, levels))
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
