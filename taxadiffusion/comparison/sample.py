@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from taxadiffusion.comparison.methods import METHOD_FILE, check_method
-from taxadiffusion.config import EvaluateConfig, GenerateConfig, ModelConfig, SamplingConfig
+from taxadiffusion.config import EvaluateConfig, Experiment, GenerateConfig, SamplingConfig
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import read_json, write_json
 
@@ -33,8 +33,8 @@ class SamplePaths:
     out: Path  # metrics/methods/<m>
 
 
-def sample_method(method: str, *, generate_cfg: GenerateConfig, sampling: SamplingConfig, evaluate_cfg: EvaluateConfig,
-                  model_cfg: ModelConfig, levels: list[str], seed: int, paths: SamplePaths) -> dict:
+def sample_method(method: str, generate_cfg: GenerateConfig, sampling: SamplingConfig, evaluate_cfg: EvaluateConfig,
+                  exp: Experiment, paths: SamplePaths) -> dict:
     """Stage ``method@<m>``: generate with the method's model and evaluate into ``paths.out``.
 
     Baselines and ablations draw at the finest level (their models are conditioned on the species);
@@ -58,13 +58,13 @@ def sample_method(method: str, *, generate_cfg: GenerateConfig, sampling: Sampli
         sampling = dataclasses.replace(sampling, guidance="cfg")
     else:
         model_dir = paths.model
-        generate_cfg = dataclasses.replace(generate_cfg, target_level=levels[-1])
+        generate_cfg = dataclasses.replace(generate_cfg, target_level=exp.levels[-1])
     from taxadiffusion.metrics.evaluate import EvaluatePaths, evaluate
     from taxadiffusion.sampling.generate import generate
 
-    generate(generate_cfg, sampling, model_cfg, levels, seed, model_dir, paths.prepared, paths.images)
+    generate(generate_cfg, sampling, exp, model_dir, paths.prepared, paths.images)
     eval_paths = EvaluatePaths(shards=paths.shards, generated=paths.images, probe=paths.probe, out=paths.out,
                                cache=paths.cache)
-    summary = evaluate(evaluate_cfg, levels, eval_paths)
+    summary = evaluate(evaluate_cfg, exp.levels, eval_paths)
     write_json(paths.out / METHOD_FILE, info)
     return summary
