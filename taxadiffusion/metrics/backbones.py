@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 # FID inputs are resized inside the network with torch-fidelity's TF1-compatible bilinear, the resize of the
 # original TF FID code (= torchmetrics with antialias=False; its default antialias=True gives other numbers).
-INCEPTION_RESIZE = "tf1-bilinear-299 (torch-fidelity interpolate_bilinear_2d_like_tensorflow1x; torchmetrics antialias=False)"
+INCEPTION_RESIZE = ("tf1-bilinear-299 (torch-fidelity interpolate_bilinear_2d_like_tensorflow1x; "
+                    "torchmetrics antialias=False)")
 LOAD_ERRORS = (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError)
 
 
@@ -63,7 +64,8 @@ def resolve_weights(param: str, configured: Optional[str], what: str, url: str) 
     if cached:
         return str(cached)
     if offline():
-        raise missing_weights(param, what, url, f"not in the torch.hub cache {torch.hub.get_dir()} and HF_HUB_OFFLINE=1")
+        raise missing_weights(param, what, url,
+                              f"not in the torch.hub cache {torch.hub.get_dir()} and HF_HUB_OFFLINE=1")
     return None
 
 
@@ -83,8 +85,10 @@ class InceptionBackbone:
             self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=path)
         except LOAD_ERRORS as exc:
             if path is None:
-                raise missing_weights(param, "Inception weights", INCEPTION_URL, f"download failed: {one_line(exc)}") from None
-            raise UserError(f"{param}: {path} is not a torch-fidelity InceptionV3 state_dict ({one_line(exc)})") from None
+                raise missing_weights(param, "Inception weights", INCEPTION_URL,
+                                      f"download failed: {one_line(exc)}") from None
+            raise UserError(f"{param}: {path} is not a torch-fidelity InceptionV3 state_dict "
+                            f"({one_line(exc)})") from None
         self.device = default_device()
         self.net.to(self.device)
         path = path or str(hub_cached(INCEPTION_URL) or INCEPTION_URL)

@@ -48,7 +48,8 @@ def lineage_prompt(template: str, lineage: Sequence[str], levels: Sequence[str])
         return template.format(lineage=" ".join(lineage_words(lineage)), **fields)
     except (KeyError, IndexError, ValueError) as exc:
         raise UserError(
-            f"evaluate.bioclip_template: '{template}' cannot be filled ({one_line(exc)}); use {{lineage}} or level names {list(levels)}"
+            f"evaluate.bioclip_template: '{template}' cannot be filled ({one_line(exc)}); "
+            f"use {{lineage}} or level names {list(levels)}"
         ) from None
 
 
@@ -63,7 +64,8 @@ class BioCLIPScorer:
         except (*LOAD_ERRORS, ImportError) as exc:
             hint = "download it (hf download imageomics/bioclip) or " if name.startswith("hf-hub:") else ""
             raise UserError(
-                f"{param}: cannot load BioCLIP '{model_id}' ({one_line(exc)}); {hint}set {param}=local-dir:/path/to/bioclip "
+                f"{param}: cannot load BioCLIP '{model_id}' ({one_line(exc)}); "
+                f"{hint}set {param}=local-dir:/path/to/bioclip "
                 "(a folder with open_clip_config.json and open_clip_model.safetensors)"
             ) from None
         self.device = default_device()
@@ -72,7 +74,8 @@ class BioCLIPScorer:
         self.template = template
         self.levels = list(levels)
         self.name = backbone_name(model_id)
-        lineage_example = ["Chondrichthyes", "Carcharhiniformes", "Carcharhinidae", "Carcharhinus", "Carcharhinus leucas"]
+        lineage_example = ["Chondrichthyes", "Carcharhiniformes", "Carcharhinidae", "Carcharhinus",
+                           "Carcharhinus leucas"]
         self.info = {
             "metric": "BioCLIP score",
             "impl": f"open_clip {open_clip.__version__}, 100 * cos(image, text), mean over generated images (no clamp)",
@@ -89,12 +92,14 @@ class BioCLIPScorer:
         path = Path(model_id[len("local-dir:") :] if model_id.startswith("local-dir:") else model_id)
         if path.is_dir():
             if not (path / "open_clip_config.json").is_file():
-                raise UserError(f"{param}: {path} has no open_clip_config.json (expected an open_clip local-dir model folder)")
+                raise UserError(f"{param}: {path} has no open_clip_config.json "
+                                "(expected an open_clip local-dir model folder)")
             return f"local-dir:{path}", None
         if path.is_file() and not model_id.startswith("local-dir:"):
             return V1_ARCH, str(path)  # a bare BioCLIP v1 checkpoint (.pt / .bin / .safetensors)
         raise UserError(
-            f"{param}: '{model_id}' not found; set {param}=hf-hub:imageomics/bioclip, local-dir:/path/to/folder or /path/to/checkpoint"
+            f"{param}: '{model_id}' not found; set {param}=hf-hub:imageomics/bioclip, local-dir:/path/to/folder "
+            "or /path/to/checkpoint"
         )
 
     @torch.no_grad()
@@ -118,7 +123,8 @@ class BioCLIPScorer:
             out.update(zip(chunk, emb))
         return out
 
-    def scores(self, image_emb: torch.Tensor, lineages: Sequence[Sequence[str]], depth: int | None = None) -> np.ndarray:
+    def scores(self, image_emb: torch.Tensor, lineages: Sequence[Sequence[str]],
+               depth: int | None = None) -> np.ndarray:
         """Per image 100 * cos with the prompt of its lineage truncated to ``depth`` levels (all by default)."""
         prompts = [lineage_prompt(self.template, list(lin)[: depth or len(lin)], self.levels) for lin in lineages]
         text = self.text_embeddings(prompts)

@@ -3,8 +3,8 @@
 The hash covers the class's real images (keys, lineages and PNG bytes, so any change to the shards is a
 miss) and the backbone's identity (weights digest, resize mode). Re-running ``evaluate`` after only the
 generated images changed reuses every real feature. Same pattern as the ``dataset_stats.npz`` of
-lucidrains/denoising-diffusion-pytorch, with features rather than statistics so that taxa below the class level and the paired
-probe distance can be computed from the same file.
+lucidrains/denoising-diffusion-pytorch, with features rather than statistics so that taxa below the class level
+and the paired probe distance can be computed from the same file.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class FeatureCache:
         return self.dir / readable(backbone) / f"{readable(cls)}-{key}.npz"  # key: hash of the data
 
     def features(
-        self, backbone: str, backbone_id: str, cls: str, data_hash: str, keys: Sequence[str], compute: Callable[[], np.ndarray]
+        self, backbone: str, backbone_id: str, cls: str, data_hash: str, keys: Sequence[str],
+        compute: Callable[[], np.ndarray],
     ) -> np.ndarray:
         """Cached features of one class's real images (rows in ``keys`` order), computed on a miss."""
         path = self.path(backbone, cls, data_hash, backbone_id)

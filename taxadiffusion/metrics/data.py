@@ -100,13 +100,14 @@ def read_index(shards_dir: str | Path, levels: list[str]) -> dict:
     index = read_shard_index(shards_dir)
     if list(index.get("levels", levels)) != list(levels):
         path = Path(shards_dir) / "index.json"
-        raise UserError(f"{path}: levels {index.get('levels')} differ from params.yaml levels {list(levels)}; re-run shard")
+        raise UserError(f"{path}: levels {index.get('levels')} differ from params.yaml levels {list(levels)}; "
+                        "re-run shard")
     return index
 
 
 def read_real(shards_dir: str | Path, splits: Sequence[str], levels: list[str]) -> ImageSet:
-    """Read the given splits of ``data/shards``; PNG bytes stay encoded (``taxadiffusion.data.shard_reader`` decodes them,
-    which would hold a paper-scale split decoded in memory)."""
+    """Read the given splits of ``data/shards``; PNG bytes stay encoded (``taxadiffusion.data.shard_reader`` decodes
+    them, which would hold a paper-scale split decoded in memory)."""
     index = read_index(shards_dir, levels)
     out = ImageSet(levels=list(levels))
     for split in splits:
@@ -116,7 +117,8 @@ def read_real(shards_dir: str | Path, splits: Sequence[str], levels: list[str]) 
                 raise UserError(f"{url}: shard listed in {Path(shards_dir) / 'index.json'} not found")
         n = 0
         if urls:
-            dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
+            dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None,
+                                     empty_check=False)
             for sample in tqdm(dataset, desc=f"read {split} shards", total=index[split].get("count"), leave=False):
                 where = f"{sample.get('__url__', split)}: sample {sample['__key__']}"
                 if "png" not in sample or "json" not in sample:

@@ -52,7 +52,8 @@ def make_grid(rows: list[tuple[str, np.ndarray, np.ndarray]], size: tuple[int, i
     return canvas
 
 
-def write_grids(picks: dict[str, list], gen: ImageSet, real: ImageSet, size: tuple[int, int], out_dir: str | Path) -> None:
+def write_grids(picks: dict[str, list], gen: ImageSet, real: ImageSet, size: tuple[int, int],
+                out_dir: str | Path) -> None:
     """``picks``: class -> [(species, [gen idx], [real idx])] (see ``evaluate._grid_picks``)."""
     out_dir = Path(out_dir)
     written = set()

@@ -55,7 +55,8 @@ class LPIPSMetric:
                 try:
                     self.model = lpips.LPIPS(net=net, pretrained=True, verbose=False)
                 except LOAD_ERRORS as exc:
-                    raise missing_weights(param, f"torchvision {net} weights", url, f"download failed: {one_line(exc)}") from None
+                    raise missing_weights(param, f"torchvision {net} weights", url,
+                                          f"download failed: {one_line(exc)}") from None
                 path = url
             else:  # the real lpips model with a random trunk, then the trunk's torchvision weights from the file
                 self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
@@ -88,11 +89,13 @@ class LPIPSMetric:
             target[key] = f"features.{index}.{leaf}"
         missing = [src for src in target.values() if src not in state]
         if missing:
-            raise UserError(f"{param}: {path} is not a torchvision {self.model.pnet_type} state_dict (no '{missing[0]}')")
+            raise UserError(f"{param}: {path} is not a torchvision {self.model.pnet_type} state_dict "
+                            f"(no '{missing[0]}')")
         try:
             self.model.net.load_state_dict({k: state[src] for k, src in target.items()})
         except RuntimeError as exc:
-            raise UserError(f"{param}: {path} does not fit torchvision {self.model.pnet_type} ({one_line(exc)})") from None
+            raise UserError(f"{param}: {path} does not fit torchvision {self.model.pnet_type} "
+                            f"({one_line(exc)})") from None
 
     @torch.no_grad()
     def paired(self, real: np.ndarray, gen: np.ndarray, batch_size: int = 32) -> np.ndarray:

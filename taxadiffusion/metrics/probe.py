@@ -49,7 +49,8 @@ class ProbeNet(nn.Module):
         super().__init__()
         self.resolution = resolution
         w = width
-        self.body = nn.Sequential(_block(3, w, 2), _block(w, 2 * w, 1), _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 2))
+        self.body = nn.Sequential(_block(3, w, 2), _block(w, 2 * w, 1), _block(2 * w, 4 * w, 2),
+                                  _block(4 * w, 4 * w, 2))
         self.feature_dim = 4 * w
         self.heads = nn.ModuleList(nn.Linear(self.feature_dim, n) for n in n_classes)
 
@@ -92,9 +93,8 @@ MISSING = (None, "None")  # a name a partial lineage does not give (docs/method.
 def _label_arrays(lineages: list[tuple], classes: dict[str, list[str]], levels: list[str]) -> np.ndarray:
     """``[N, L]`` int labels, -1 where a name is not in the probe's vocabulary."""
     lookup = [{name: j for j, name in enumerate(classes[lv])} for lv in levels]
-    return np.array([[lookup[k].get(name, -1) for k, name in enumerate(lin)] for lin in lineages], dtype=np.int64).reshape(
-        len(lineages), len(levels)
-    )
+    labels = [[lookup[k].get(name, -1) for k, name in enumerate(lin)] for lin in lineages]
+    return np.array(labels, dtype=np.int64).reshape(len(lineages), len(levels))
 
 
 class Probe:
@@ -189,7 +189,8 @@ def train_probe(train_images: np.ndarray, train_lineages: list[tuple], levels: l
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     seconds = time.time() - start  # logged only: a time in config.json would make models/probe's hash differ per run
-    log.info("probe: %d steps in %.1f s (final loss %.3f)", cfg.steps, seconds, loss.item() if cfg.steps else float("nan"))
+    log.info("probe: %d steps in %.1f s (final loss %.3f)", cfg.steps, seconds,
+             loss.item() if cfg.steps else float("nan"))
     config = {
         "levels": list(levels),
         "classes": classes,
@@ -220,7 +221,8 @@ def load_probe(probe_dir: str | Path, levels: list[str] | None = None) -> Probe:
             raise UserError(f"{path}: not found (train the probe first: python stages/probe.py / dvc repro probe)")
     config = read_json(config_path)
     if levels is not None and config["levels"] != list(levels):
-        raise UserError(f"{config_path}: probe levels {config['levels']} differ from params.yaml levels {list(levels)}; re-run probe")
+        raise UserError(f"{config_path}: probe levels {config['levels']} differ from params.yaml levels "
+                        f"{list(levels)}; re-run probe")
     net = ProbeNet([len(config["classes"][lv]) for lv in config["levels"]], config["width"], config["resolution"])
     try:
         state = load_file(str(weights))

@@ -103,7 +103,8 @@ def _fmt(col: str, value) -> str:
         return "–"
     if isinstance(value, float):
         key = col.lower()
-        digits = 4 if key.startswith(("lpips", "1-cos", "dist")) else 3 if key.startswith(("acc", "real test", "real_test", "real acc")) else 2
+        accuracy = key.startswith(("acc", "real test", "real_test", "real acc"))
+        digits = 4 if key.startswith(("lpips", "1-cos", "dist")) else 3 if accuracy else 2
         return f"{value:.{digits}f}"
     return str(value)
 
@@ -135,11 +136,13 @@ def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
     classes = class_table(summary, levels)
     _write_csv(classes, out_dir / "class_metrics.csv")
     note = (
-        f"\n{DAGGER} FID over fewer than {n_min} images on one side (evaluate.min_images_for_fid): biased and unstable.\n"
+        f"\n{DAGGER} FID over fewer than {n_min} images on one side (evaluate.min_images_for_fid): "
+        "biased and unstable.\n"
         f"Real reference: real {summary['data']['real_split']} images of the same class. "
         "Backbones and settings: summary.json `backbones`.\n"
     )
-    write_text(out_dir / "class_metrics.md", to_markdown(classes, tuple(c for c in classes.columns if c.startswith("FID"))) + note)
+    fid_columns = tuple(c for c in classes.columns if c.startswith("FID"))
+    write_text(out_dir / "class_metrics.md", to_markdown(classes, fid_columns) + note)
     levels_df = level_table(summary, levels)
     _write_csv(levels_df, out_dir / "level_metrics.csv")
     write_text(
@@ -158,9 +161,10 @@ def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
     shown = [plain_text(c) for c in names]  # dvc plots show embeds these in an inline <script>
     _write_csv(pd.DataFrame({"class": shown, **{f"fid_{n}": [per[c][n]["fid"] for c in names] for n in fid}}),
                plots / "class_fid.csv")
-    _write_csv(pd.DataFrame({"class": shown, **{f"acc_{lv}_probe": [per[c]["probe"]["acc"][lv] for c in names] for lv in levels}}),
-               plots / "class_acc.csv")
-    _write_csv(pd.DataFrame({"class": shown, "dist_probe": [per[c]["probe"]["dist"] for c in names]}), plots / "class_probe_dist.csv")
+    accuracy = {f"acc_{lv}_probe": [per[c]["probe"]["acc"][lv] for c in names] for lv in levels}
+    _write_csv(pd.DataFrame({"class": shown, **accuracy}), plots / "class_acc.csv")
+    _write_csv(pd.DataFrame({"class": shown, "dist_probe": [per[c]["probe"]["dist"] for c in names]}),
+               plots / "class_probe_dist.csv")
     if lp:
         _write_csv(pd.DataFrame({"class": shown, **{f"lpips_{n}": [per[c][n]["lpips"] for c in names] for n in lp}}),
                    plots / "class_lpips.csv")
