@@ -1,8 +1,9 @@
 """Stage `images`: fingerprint the image root (``dataset.images``) so DVC does not hash every image on every run.
 
-Outputs (docs/architecture.md): ``<out>`` = ``{"files", "bytes", "digest"}``; content hashes are cached in
-``<cache>`` (SQLite, outside DVC) and recomputed only for files whose size, mtime or inode changed.
-Run: ``python stages/images.py [--params params.yaml] [--cache scratch/image_root.sqlite] [--out data/image_root.json]``
+Outputs (docs/architecture.md): ``<out>`` = ``{"files", "bytes", "digest"}``; content hashes are cached in a SQLite
+file per image root in ``<cache>`` (outside DVC; by default the per-user cache folder, so queued experiments find it:
+``taxadiffusion/core/usercache.py``) and recomputed only for files whose size, mtime or inode changed.
+Run: ``python stages/images.py [--params params.yaml] [--cache <folder>] [--out data/image_root.json]``
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.core.usercache import user_cache_dir
 from taxadiffusion.data.images import write_fingerprint
 
 
@@ -20,7 +22,8 @@ def main(args, params) -> None:
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--cache", default="scratch/image_root.sqlite",
-                        help="content-hash cache (default: %(default)s)")
+    parser.add_argument("--cache", default=str(user_cache_dir("image_root")),
+                        help="content-hash cache folder (default: %(default)s, from $TAXADIFFUSION_CACHE, "
+                             "$XDG_CACHE_HOME or ~/.cache)")
     parser.add_argument("--out", default="data/image_root.json", help="fingerprint file (default: %(default)s)")
     run_stage(main, parser)

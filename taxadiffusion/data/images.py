@@ -12,6 +12,13 @@ What it guarantees: any added, removed, renamed, resized or rewritten file chang
 the mtime, so the file is re-hashed). What it does not: a file changed in place with its size, mtime and inode all
 restored (e.g. ``touch -d`` back to the old time) is not re-read; ``dvc repro -f images`` (or deleting the cache)
 re-hashes everything. The fingerprint does not depend on mtimes, so two fresh clones agree (``dvc.lock``).
+
+Where the cache lives: one SQLite file per image root in the per-user cache folder
+(:mod:`taxadiffusion.core.usercache`, ``<cache>/image_root/<name>-<hash of the root's absolute path>.sqlite``), so
+that the temporary workspaces of ``dvc exp run --queue`` find it and two projects or roots never share rows. A root
+inside such a temporary workspace (``<repo>/.dvc/tmp/exps/<tmp>/<path>``) is keyed as ``<repo>/<path>``, the
+folder it stands for, so the queue does not leave one cache file per experiment behind; its files are fresh copies
+(new inodes and mtimes: DVC checks them out again), so they are re-read unless DVC links them from its cache.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -54,24 +62,43 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
 def _open_cache(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        db = sqlite3.connect(path)
+        db = sqlite3.connect(path, timeout=60)  # queued experiments (-j 2) may share it: wait for a writer
         db.execute("CREATE TABLE IF NOT EXISTS files (root TEXT, path TEXT, size INT, mtime INT, inode INT, "
                    "digest TEXT, PRIMARY KEY (root, path))")
     except sqlite3.DatabaseError:  # a corrupt cache is only a cache: start it again
         log.warning("images: %s is not a readable cache; starting a new one", path)
         path.unlink(missing_ok=True)
-        db = sqlite3.connect(path)
+        db = sqlite3.connect(path, timeout=60)
         db.execute("CREATE TABLE files (root TEXT, path TEXT, size INT, mtime INT, inode INT, digest TEXT, "
                    "PRIMARY KEY (root, path))")
     return db
 
 
+_TEMP_WORKSPACE = re.compile(r"^(?P<repo>.+)/\.dvc/tmp/exps/[^/]+/(?P<rest>.+)$")
+
+
+def root_key(root: str | Path) -> str:
+    """The image root's absolute path, or for a root inside a DVC temporary experiment workspace the path of the
+    folder it stands for in the repository (module docstring)."""
+    path = Path(root).resolve().as_posix()
+    match = _TEMP_WORKSPACE.match(path)
+    return f"{match['repo']}/{match['rest']}" if match else path
+
+
+def cache_file(cache_dir: str | Path, root: str | Path) -> Path:
+    """The root's own SQLite file in ``cache_dir``: readable name, collision-free hash of :func:`root_key`."""
+    key = root_key(root)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", key.rstrip("/").rsplit("/", 1)[-1])[:40] or "root"
+    return Path(cache_dir) / f"{name}-{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}.sqlite"
+
+
 def fingerprint_root(root: str | Path, cache: str | Path, show_progress: bool = True) -> dict:
-    """``{"files", "bytes", "digest"}`` of the image root; content hashes come from ``cache`` when the stat agrees."""
+    """``{"files", "bytes", "digest"}`` of the image root; content hashes come from ``cache`` (the SQLite file)
+    when the stat agrees."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"dataset.images={str(root)!r}: image folder not found (set dataset.images to your image root)")
-    key = str(root.resolve())
+    key = root_key(root)
     db = _open_cache(Path(cache))
     known = {p: (s, m, i, d) for p, s, m, i, d in
              db.execute("SELECT path, size, mtime, inode, digest FROM files WHERE root = ?", (key,))}
@@ -101,7 +128,11 @@ def fingerprint_root(root: str | Path, cache: str | Path, show_progress: bool = 
     return {"files": len(names), "bytes": total, "digest": summary.hexdigest()}
 
 
-def write_fingerprint(root: str | Path, cache: str | Path, out: str | Path) -> dict:
-    info = fingerprint_root(root, cache)
+def write_fingerprint(root: str | Path, cache_dir: str | Path, out: str | Path) -> dict:
+    """Fingerprint ``root`` with its content-hash cache in ``cache_dir`` (:func:`cache_file`) and write ``out``."""
+    if not str(cache_dir).strip():  # an empty $(python -m taxadiffusion.core.usercache ...) must not mean "here"
+        raise UserError("images: --cache is empty (expected the content-hash cache folder, e.g. "
+                        "$(python -m taxadiffusion.core.usercache image_root))")
+    info = fingerprint_root(root, cache_file(cache_dir, root))
     write_json(out, info)
     return info
