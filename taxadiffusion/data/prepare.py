@@ -316,14 +316,31 @@ def _read_normalised(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str]
     return df, drops, placeholder, names
 
 
-def prepare(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str], out: str | Path,
-            show_progress: bool = True) -> dict:
-    """Read, filter, check, split; write the three ``data/prepared`` files; return the report."""
+def _check_levels(pcfg: PrepareConfig, levels: list[str]) -> None:
     clash = sorted(set(levels) & RESERVED_COLUMNS)
     if clash:
         raise UserError(f"params.yaml: level name(s) {clash} clash with table columns {sorted(RESERVED_COLUMNS)}")
     if pcfg.finest_required not in levels:
         raise UserError(f"params.yaml prepare.finest_required={pcfg.finest_required!r}: expected one of {levels}")
+
+
+def table_without_images(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str]) -> pd.DataFrame:
+    """Steps 1-6 and the split without opening an image: the table ``prepare`` would write if every image were
+    readable (stage ``preflight`` reads it before anything runs). The image checks only drop rows, so a class
+    without a test image here has none after them either: the same one-line error, minutes earlier."""
+    _check_levels(pcfg, levels)
+    df, drops, placeholder, _ = _read_normalised(cfg, pcfg, levels)
+    df = _filter_rows(df, levels, levels.index(pcfg.finest_required), drops, placeholder)
+    if not len(df):
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(drops.counts.items()))
+        raise UserError(f"{cfg.metadata}: no usable rows: all {drops.total} were dropped ({reasons})")
+    return _final_table(df, levels, pcfg, str(cfg.metadata))[0]
+
+
+def prepare(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str], out: str | Path,
+            show_progress: bool = True) -> dict:
+    """Read, filter, check, split; write the three ``data/prepared`` files; return the report."""
+    _check_levels(pcfg, levels)
     out = Path(out)
 
     df, drops, placeholder, names = _read_normalised(cfg, pcfg, levels)
