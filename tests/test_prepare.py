@@ -17,8 +17,8 @@ from helpers.params import make_params, params_dict
 from PIL import Image
 
 from taxadiffusion.core.errors import UserError
-from taxadiffusion.data import names as N
 from taxadiffusion.data import prepare as P
+from taxadiffusion.data import taxon_names as N
 from taxadiffusion.data.readers import BIOSCAN_FILENAMES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,8 @@
 """Files: atomic writes (temporary name in the same folder, then rename), JSON, and content hashes.
 
 A killed stage therefore never leaves a truncated output behind (a half-written file keeps its
-``.tmp-*`` name and is ignored / overwritten by the next run).
+``.tmp-*`` name and is ignored / overwritten by the next run), and a stage with several outputs swaps them in
+together (:func:`staged_outputs`), so a failed run leaves none of them half-updated.
 """
 
 from __future__ import annotations
@@ -83,6 +84,67 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+STAGING = "outputs"  # staged_outputs' folder: .tmp-outputs.<pid>.<random> inside the stage's output root
+
+
+@contextmanager
+def staged_outputs(root: str | Path) -> Iterator[Path]:
+    """A stage with several outputs in one folder (``evaluate``: ``summary.json``, ``classes/``, the tables,
+    ``plots/``; ``prepare``: the table, the taxonomy, the report) writes them all into the yielded staging folder,
+    under their final names. When the block succeeds, each top-level entry replaces its namesake in ``root``: the
+    old one is moved aside first and deleted only once every swap is done, so a failure while computing, while
+    writing or in the middle of the swap leaves every earlier output as it was (the swaps done are undone).
+    Entries of ``root`` the block did not write (other stages' outputs) are not touched."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _recover_aborted_swaps(root)
+    remove_stale_temps(root / STAGING)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{STAGING}.{os.getpid()}.", dir=root))
+    swapped: list[tuple[Path, Path | None]] = []  # (output, its moved-aside predecessor)
+    try:
+        yield staging
+        for entry in sorted(staging.iterdir()):
+            final, old = root / entry.name, None
+            if final.exists() or final.is_symlink():
+                old = root / f".old-{entry.name}.{os.getpid()}"
+                _remove(old)
+                os.replace(final, old)
+            swapped.append((final, old))
+            os.replace(entry, final)
+    except BaseException:
+        for final, old in reversed(swapped):  # undo: the new outputs out, the old ones back
+            if old is not None and (old.exists() or old.is_symlink()):
+                _remove(final)
+                os.replace(old, final)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for _, old in swapped:
+        if old is not None:
+            _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _recover_aborted_swaps(root: Path) -> None:
+    """A run killed in the middle of :func:`staged_outputs`' swap left ``.old-<name>.<pid>`` entries: put back the
+    ones whose output is missing, drop the others (their output was already replaced)."""
+    for old in root.glob(".old-*"):
+        name, _, pid = old.name[len(".old-"):].rpartition(".")
+        if not (name and pid.isdigit()) or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        final = root / name
+        if final.exists() or final.is_symlink():
+            _remove(old)
+        else:
+            os.replace(old, final)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -372,8 +372,8 @@ def prepare(cfg: DatasetConfig, pcfg: PrepareConfig, levels: list[str], out: str
     report["species"] = {"total": taxa[levels[-1]], "train_only_single_image": single}
     report["taxa"] = taxa
 
-    with files.atomic_path(out / "table.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
-    files.write_json(out / "taxonomy.json", {"levels": levels, "lineages": lineages})
-    files.write_json(out / "report.json", report)
+    with files.staged_outputs(out) as staging:  # the three outputs together, or none of them
+        table.to_parquet(staging / "table.parquet", index=False)
+        files.write_json(staging / "taxonomy.json", {"levels": levels, "lineages": lineages})
+        files.write_json(staging / "report.json", report)
     return report

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from taxadiffusion.config import EvaluateConfig
-from taxadiffusion.core.files import write_json
+from taxadiffusion.core.files import staged_outputs, write_json
 from taxadiffusion.metrics.class_metrics import Collected, class_entry, class_images
 from taxadiffusion.metrics.data import ImageSet
 from taxadiffusion.metrics.grids import write_grids
@@ -49,9 +49,10 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) -> di
     summary = {"backbones": inp.bb.info(), "data": _data_section(inp), "overall": overall(inp, acc),
                "per_class": acc.per_class, "per_level": per_level(inp, acc)}
     out_dir = Path(paths.out)
-    write_json(out_dir / "summary.json", summary)
-    write_tables(summary, levels, out_dir)
-    write_grids(acc.grids, inp.gen, inp.real, inp.gen_size, out_dir / "plots" / "grids")
+    with staged_outputs(out_dir) as staging:  # all of them or none: a failure leaves the earlier outputs whole
+        write_json(staging / "summary.json", summary)
+        write_tables(summary, levels, staging)
+        write_grids(acc.grids, inp.gen, inp.real, inp.gen_size, staging / "plots" / "grids")
     log.info("evaluate: %d classes, %d generated images; cache %d hit(s), %d miss(es); wrote %s",
              len(acc.per_class), len(inp.gen), inp.cache.hits, inp.cache.misses, out_dir)
     return summary
