@@ -30,6 +30,18 @@ def test_lineage_prompt():
         lineage_prompt("{kingdom}", lineage, LEVELS)
 
 
+def test_prompt_stops_at_the_drawn_level():
+    """generate.target_level coarser than the finest level: the levels below it are "None" in the manifest; the
+    prompt names the drawn taxon and stops there (no trailing "None" words, no "None" level fields)."""
+    genus = ("Aves", "Passeriformes", "Corvidae", "Corvus", "None")
+    order = ("Aves", "Passeriformes", "None", "None", "None")
+    assert lineage_prompt("{lineage}", genus, LEVELS) == "Aves Passeriformes Corvidae Corvus"
+    assert lineage_prompt("a photo of {lineage}.", order, LEVELS) == "a photo of Aves Passeriformes."
+    assert lineage_prompt("{order}|{family}|{species}", order, LEVELS) == "Passeriformes||"
+    # a gap (an empty rank above the drawn one) is skipped, as before
+    assert lineage_prompt("{lineage}", ("Aves", "", "Corvidae", "None", "None"), LEVELS) == "Aves Corvidae"
+
+
 def test_score_is_100_cos_with_the_lineage_text(tmp_path):
     folder = write_tiny_clip(tmp_path / "tiny-bioclip")
     scorer = BioCLIPScorer(f"local-dir:{folder}", "a photo of {lineage}.", LEVELS)

@@ -4,8 +4,9 @@ Protocol from the co-author's scripts (docs/method.md §5 [EVAL:bioclip_level_wi
 ``hf-hub:imageomics/bioclip`` (BioCLIP v1), ``preprocess_val`` (224 px), score per image 100·cos, then the mean
 over images (no clamp). The text is the space-joined taxonomic lineage, the format BioCLIP was trained on
 (Tree-of-Life names, docs/method.md §5.1); a binomial species name that repeats its genus contributes only its
-epithet ("... Diplodus sargus", not "... Diplodus Diplodus sargus"). ``evaluate.bioclip_template`` wraps it,
-e.g. "a photo of {lineage}." (level names are placeholders too: "{species}").
+epithet ("... Diplodus sargus", not "... Diplodus Diplodus sargus"); a taxon drawn at a coarser
+``generate.target_level`` stops at that level (the ``"None"`` names below it are no words).
+``evaluate.bioclip_template`` wraps it, e.g. "a photo of {lineage}." (level names are placeholders too: "{species}").
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from taxadiffusion.core.device import default_device
 from taxadiffusion.core.errors import UserError
+from taxadiffusion.core.lineage import NONE
 from taxadiffusion.metrics.backbones import LOAD_ERRORS, one_line
 
 log = logging.getLogger(__name__)
@@ -30,12 +32,19 @@ def backbone_name(model_id: str) -> str:
     return "bioclip-2" if "bioclip-2" in model_id.lower() else "bioclip-v1"
 
 
+def named(name) -> bool:
+    """A name the lineage gives: not empty and not ``"None"``, the word ``generate`` writes below the drawn level
+    (``generate.target_level`` coarser than the finest level; docs/architecture.md ``generate``)."""
+    return bool(name) and name != NONE
+
+
 def lineage_words(lineage: Sequence[str]) -> list[str]:
-    """Names coarse -> fine, empty ones dropped, a child repeating its parent's name as prefix shortened."""
+    """Names coarse -> fine down to the drawn level, missing ones dropped, a child repeating its parent's name as
+    prefix shortened."""
     words: list[str] = []
     prev = ""
     for name in lineage:
-        if not name:
+        if not named(name):
             continue
         words.append(name[len(prev) + 1 :] if prev and name.startswith(prev + " ") else name)
         prev = name
@@ -43,7 +52,7 @@ def lineage_words(lineage: Sequence[str]) -> list[str]:
 
 
 def lineage_prompt(template: str, lineage: Sequence[str], levels: Sequence[str]) -> str:
-    fields = {lv: (lineage[k] if k < len(lineage) else "") for k, lv in enumerate(levels)}
+    fields = {lv: (lineage[k] if k < len(lineage) and named(lineage[k]) else "") for k, lv in enumerate(levels)}
     try:
         return template.format(lineage=" ".join(lineage_words(lineage)), **fields)
     except (KeyError, IndexError, ValueError) as exc:
