@@ -42,9 +42,10 @@ def _overall_probe(inp: Inputs, acc: Collected) -> dict:
     probe, levels = inp.bb.probe, inp.levels
     labels = probe.labels(inp.gen.lineages)
     gen_acc = level_accuracy(acc.probe_pred, labels, levels)
-    # The same split of the real reference images: the ceiling each bucket's accuracy is read against (a probe
-    # that cannot tell a rare species in real photos cannot credit a generated one either).
-    ridx = sorted(acc.real_pred)
+    # The same split of the real test images: the ceiling each bucket's accuracy is read against (a probe that
+    # cannot tell a rare species in real photos cannot credit a generated one either). Test images only, whatever
+    # the reference (evaluate.real_split, evaluate.protocol): the probe trained on the others.
+    ridx = [i for i in sorted(acc.real_pred) if inp.real.splits[i] == "test"]
     real_lineages = [inp.real.lineages[i] for i in ridx]
     rpred = np.stack([acc.real_pred[i] for i in ridx]) if ridx else np.zeros((0, len(levels)), np.int64)
     return {

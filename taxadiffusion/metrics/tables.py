@@ -71,7 +71,7 @@ def level_table(summary: dict, levels: list[str]) -> pd.DataFrame:
 
 def rarity_table(summary: dict, levels: list[str]) -> pd.DataFrame:
     """One row per rarity bucket (``overall.probe.acc_by_rarity``, metrics/rarity.py): taxa, images, accuracy,
-    and the probe's accuracy at the two finest levels on the real reference images of the bucket (its ceiling;
+    and the probe's accuracy at the two finest levels on the real test images of the bucket (its ceiling;
     all levels are in summary.json)."""
     probe = summary["overall"]["probe"]
     real = probe.get("real_acc_by_rarity", {})
@@ -93,8 +93,8 @@ RARITY_NOTE = (
     "\nRows: the number of images in the train split of the taxon each generated image was drawn for (the species "
     "at the default target level); bucket 0 (only when present): taxa without a training image. Accuracy: the "
     "probe's top-1 per level over the bucket's generated images (a taxon the probe never saw is not scored). "
-    "Real acc: the same probe on the real reference images of the bucket's taxa (evaluate.real_split), the "
-    "ceiling a generated image's score is read against.\n"
+    "Real acc: the same probe on the real test images of the bucket's taxa (test images only, whatever the "
+    "reference: the probe trained on the others), the ceiling a generated image's score is read against.\n"
 )
 
 
