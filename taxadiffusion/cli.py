@@ -35,6 +35,7 @@ TOOLS = {
     "sweep": "taxadiffusion.analysis.sweep",
     "paramcount": "taxadiffusion.tools.paramcount",
     "pretrain": "taxadiffusion.tools.pretrain",
+    "export": "taxadiffusion.tools.export",
 }
 TOOL_HELP = {
     "draw": "a grid PNG of one lineage drawn with a trained level",
@@ -42,6 +43,7 @@ TOOL_HELP = {
     "sweep": "metric vs a swept param (e.g. guidance_scale) over experiments",
     "paramcount": "the Table S1 parameter counts of a params file",
     "pretrain": "pretrain the tiny base model (assets/tiny-base)",
+    "export": "a trained model as a self-contained folder with a model card (--push-to-hub REPO)",
 }
 __doc__ += "".join(f"\n- ``{name}``: {TOOL_HELP[name]} (``{module}``)" for name, module in TOOLS.items()) + "\n"
 
