@@ -140,3 +140,52 @@ def test_exported_pipeline_model_draws_the_generated_pixels_from_a_clean_directo
         tiles = grid.reshape(grid.shape[0], len(rows), -1, 3).transpose(1, 0, 2, 3)
         for tile, path in zip(tiles, rows["path"]):
             assert np.array_equal(tile, np.asarray(Image.open(work / "data" / "generated" / path).convert("RGB"))), path
+
+
+def test_the_sd15_card_draws_with_stock_diffusers_what_draw_export_draws(tmp_path, monkeypatch):
+    """The model card's Python blocks, run as written in the exported folder of an SD1.5-layout level (the
+    miniature SD1.5 as model.pretrained), give draw_export's pixels within 1 uint8 level (docs/diffusers.md)."""
+    import dataclasses
+    import re
+
+    import torch
+    from helpers.params import section
+    from helpers.sd15 import RESOLUTION, make_mini_sd15
+
+    from taxadiffusion.models.base import load_base
+    from taxadiffusion.models.level import LevelConfig, build_level_model, write_level
+    from taxadiffusion.training.specs import progressive_spec
+
+    model = {"preset": "sd15", "pretrained": str(make_mini_sd15(tmp_path / "mini-sd15")), "cond_layers": 1,
+             "cond_heads": 4, "cond_ff": 64}
+    model_cfg, train_cfg = section("model", model), section("train")
+    levels = list(tiny_params()["levels"])
+    config = dataclasses.replace(
+        LevelConfig.for_run(progressive_spec(train_cfg, levels, "species"), train_cfg, model_cfg, levels, 0, None),
+        lora_rank=train_cfg.lora_rank, lora_alpha=train_cfg.lora_alpha)
+    unet, conditioner = build_level_model(load_base(model_cfg), config, None)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+    write_level(tmp_path / "models" / "species", config, unet, conditioner)
+    make_prepared(tmp_path / "data" / "prepared", ROWS)
+    params = tiny_params(**{"num_inference_steps": 4, "guidance_scale": 3})
+    params["model"].update(model)
+    params["dataset"]["resolution"] = RESOLUTION
+    write_params(tmp_path, params)
+    monkeypatch.chdir(tmp_path)
+    taxadiffusion_main(["export", "--out", "export"])
+
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "library_name: diffusers" in card and "base_model" not in card  # a local folder is no hub id
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert len(blocks) == 3 and "taxadiffusion_embeds" in blocks[1] and "load_lora_weights(folder)" in blocks[2]
+    monkeypatch.chdir(tmp_path / "export")
+    namespace: dict = {}
+    exec(compile(blocks[1] + blocks[2], "README.md", "exec"), namespace)
+    stock = np.stack([np.asarray(image) for image in namespace["images"]])
+    ours = np.asarray(draw_export(".", "Aves/Passeriformes/Paridae/Parus/Parus major", n=4, device="cpu"))
+    ours = ours.reshape(2, RESOLUTION, 2, RESOLUTION, 3).transpose(0, 2, 1, 3, 4).reshape(4, RESOLUTION, RESOLUTION, 3)
+    assert stock.shape == ours.shape and np.abs(stock.astype(int) - ours.astype(int)).max() <= 1
+    assert ours.std() > 5
