@@ -80,7 +80,7 @@ def curves_chart(groups: list[tuple[str, dict[str, pd.DataFrame]]], metric: str)
         for name, curve in runs.items():
             ax.plot(curve["step"], curve["value"], label=name, linewidth=1.2)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("logged step")
+        ax.set_xlabel("optimiser step")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

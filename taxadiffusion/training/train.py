@@ -41,7 +41,7 @@ from taxadiffusion.models.level import TRAIN_CONFIG, LevelConfig, build_level_mo
 from taxadiffusion.models.text_cache import TextEmbeddingCache
 from taxadiffusion.models.train_spec import TrainSpec
 from taxadiffusion.training.checkpoints import resume, save_checkpoint
-from taxadiffusion.training.curves import open_live
+from taxadiffusion.training.curves import log_due, log_row, open_live
 from taxadiffusion.training.latents import latent_source
 from taxadiffusion.training.noise import forward_process, noise_scheduler
 from taxadiffusion.training.previews import TrainingPreviews
@@ -193,7 +193,7 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
     """Steps ``start_step .. spec.steps``: log the loss (and previews), write step checkpoints, stop on a
     non-finite loss."""
     acc, cfg, spec = run.accelerator, run.cfg, run.spec
-    live = open_live(scratch / "live", start_step, cfg.log_every) if acc.is_main_process else None
+    live = open_live(scratch / "live", start_step) if acc.is_main_process else None
     previews = _previews(run, preview) if live is not None else None
     bar = tqdm(total=spec.steps, initial=start_step, desc=f"train {spec.name}", disable=not acc.is_main_process)
     first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # first non-finite step; no host sync
@@ -206,14 +206,12 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
             done += 1
             bar.update(1)
             progress.note(_where(spec, step + 1, saved))  # what a Ctrl-C reports (cli.run_stage)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == spec.steps:
+            if log_due(step + 1, spec.steps, cfg.log_every):
                 _stop_if_diverged(run, first_bad)
                 last_loss = acc.gather(loss.reshape(1)).mean().item()
                 bar.set_postfix(loss=f"{last_loss:.4f}")
                 if live is not None:
-                    live.log_metric("loss", last_loss)
-                    live.log_metric("lr", spec.lr)
-                    live.next_step()
+                    log_row(live, step + 1, {"loss": last_loss, "lr": spec.lr})
             if previews is not None:
                 previews.maybe_log(live, step + 1)  # no RNG of training is drawn from (figures/preview.py)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < spec.steps:
