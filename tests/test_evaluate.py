@@ -43,7 +43,7 @@ def test_evaluate_stage_cli(world, tmp_path):
     aves, rept = summary["per_class"]["Aves"], summary["per_class"]["Reptilia"]
     assert (aves["n_generated"], aves["n_species"], aves["images_per_species"], aves["n_real"]) == (12, 3, 4, 9)
     assert aves["fid_small_sample"] is False and rept["fid_small_sample"] is True
-    assert aves["probe"]["fid"] >= 0 and aves["probe"]["pairs"] == 9 and aves["probe"]["acc"]["class"] == 1.0
+    assert aves["probe"]["fid"] >= 0 and aves["probe"]["pairs"] == 12 and aves["probe"]["acc"]["class"] == 1.0
     assert summary["overall"]["probe"]["acc"]["class"] == 1.0 and summary["overall"]["probe"]["fid"] >= 0
     level = summary["per_level"]["species"]
     assert level["n_taxa"] == 5 and level["probe"]["n_taxa_fid"] == 5

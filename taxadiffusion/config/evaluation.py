@@ -36,6 +36,7 @@ class EvaluateConfig:
     inception_weights: Optional[str]  # local torch-fidelity Inception weights (offline)
     lpips_net: str  # vgg | alex
     lpips_weights: Optional[str]  # local torchvision backbone weights
+    diversity_pairs: int  # within-species pairs per class and side (seeded sample when there are more); 0: none
     bioclip_model: str  # hf-hub:imageomics/bioclip, /path/ckpt, or local-dir:/path
     bioclip_template: str
     min_images_for_fid: int
@@ -49,6 +50,7 @@ class EvaluateConfig:
         check_str("evaluate.inception_weights", self.inception_weights, optional=True)
         check_choice("evaluate.lpips_net", self.lpips_net, ("vgg", "alex"))
         check_str("evaluate.lpips_weights", self.lpips_weights, optional=True)
+        check_int("evaluate.diversity_pairs", self.diversity_pairs, 0)
         check_str("evaluate.bioclip_model", self.bioclip_model)
         check_str("evaluate.bioclip_template", self.bioclip_template)
         check_int("evaluate.min_images_for_fid", self.min_images_for_fid, 2)

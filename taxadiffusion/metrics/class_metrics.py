@@ -16,6 +16,15 @@ from typing import Callable
 import numpy as np
 
 from taxadiffusion.metrics.inputs import Inputs
+from taxadiffusion.metrics.pairing import (
+    HELDOUT,
+    Pairs,
+    cosine_distance,
+    diversity_pairs,
+    make_pairs,
+    real_groups,
+    taxon_groups,
+)
 from taxadiffusion.metrics.probe import level_accuracy
 from taxadiffusion.metrics.stats import fid_or_none, finite_mean
 
@@ -31,6 +40,8 @@ class Collected:
     bioclip_level: dict[int, np.ndarray] = field(default_factory=dict)  # depth -> [n_generated] BioCLIP scores
     lpips: dict[str, list] = field(default_factory=dict)  # LPIPS net -> every pair's distance
     dist: list = field(default_factory=list)  # the probe's paired 1-cos distances, every pair
+    diversity: dict = field(default_factory=dict)  # backbone -> {"generated": [...], "real": [...]} pair distances
+    unpaired: dict = field(default_factory=dict)  # drawn taxon key -> generated images without a real one
     per_class: dict[str, dict] = field(default_factory=dict)  # class -> its summary.json entry
     grids: dict[str, list] = field(default_factory=dict)  # class -> grid picks (grids.write_grids)
 
@@ -44,8 +55,9 @@ class Collected:
 
 @dataclass
 class ClassImages:
-    """One class: its generated and real image indices (sorted, so real_i pairs with generated_i), the generated
-    images decoded, and the real ones decoded on first use."""
+    """One class: its generated and real image indices (sorted by key), the generated images decoded, the real ones
+    decoded on first use, and which of them are compared (``pairing``: generated vs real, and the diversity pairs
+    within each side)."""
 
     name: str
     gidx: list[int]
@@ -54,6 +66,9 @@ class ClassImages:
     real_hash: str  # the real-data version in the feature cache's keys
     real_keys: list[str]
     decode_real: Callable[[], np.ndarray]
+    pairs: Pairs  # generated vs real (positions in gidx / ridx)
+    div_gen: tuple[np.ndarray, np.ndarray]  # diversity pairs of generated images (positions in gidx)
+    div_real: tuple[np.ndarray, np.ndarray]  # the same of the real images (positions in ridx)
 
     @cached_property
     def real(self) -> np.ndarray:
@@ -61,7 +76,7 @@ class ClassImages:
 
     @property
     def n_pair(self) -> int:
-        """LPIPS / probe pairs: real_i with generated_i."""
+        """The smaller side (the Fréchet distance's small-sample flag)."""
         return min(len(self.ridx), len(self.gidx))
 
 
@@ -78,9 +93,14 @@ def class_images(inp: Inputs, cls: str, gidx: list[int]) -> ClassImages:
     ridx = inp.real_classes.get(cls, [])
     # The real-data version: content of this class's reference images, at the resolution they are compared.
     real_hash = inp.real.content_hash(ridx) + f"|{inp.gen_size[0]}x{inp.gen_size[1]}"
+    gen_lineages, real_lineages = [inp.gen.lineages[i] for i in gidx], [inp.real.lineages[i] for i in ridx]
+    groups, cap = taxon_groups(gen_lineages), inp.cfg.diversity_pairs
     return ClassImages(name=cls, gidx=gidx, ridx=ridx, generated=inp.gen.decode(gidx, inp.gen_size),
                        real_hash=real_hash, real_keys=[inp.real.keys[i] for i in ridx],
-                       decode_real=lambda: inp.real.decode(ridx, inp.gen_size))
+                       decode_real=lambda: inp.real.decode(ridx, inp.gen_size),
+                       pairs=make_pairs(gen_lineages, real_lineages, HELDOUT),
+                       div_gen=diversity_pairs(groups, cap, f"{cls}|generated"),
+                       div_real=diversity_pairs(real_groups(groups, real_lineages), cap, f"{cls}|real"))
 
 
 def class_entry(inp: Inputs, acc: Collected, images: ClassImages) -> dict:
@@ -88,6 +108,9 @@ def class_entry(inp: Inputs, acc: Collected, images: ClassImages) -> dict:
     BioCLIP); what the pooled metrics need goes into ``acc``."""
     entry = _class_counts(inp, images)
     entry.update({"n_real": len(images.ridx), "fid_small_sample": images.n_pair < inp.cfg.min_images_for_fid})
+    unpaired = images.pairs.unpaired  # drawn taxa without a real image: their generated images are not paired
+    entry.update({"species_without_real": len(unpaired), "images_without_real": sum(unpaired.values())})
+    acc.unpaired.update(images.pairs.unpaired)
     for b in inp.bb.features:
         feats = class_features(inp, images, b)
         acc.feats_real[b.name].update(zip(images.ridx, feats.real))
@@ -117,13 +140,13 @@ def feature_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: Cla
 
 
 def _probe_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: ClassFeatures) -> dict:
-    """Paired 1-cos on L2-normalised features (the LPIPS pairing rule), top-1 per level of the generated images,
-    and the probe's own top-1 on this class's real test images. The distances and the predictions for the
-    generated and the real images go into ``acc``."""
-    probe, levels, n = inp.bb.probe, inp.levels, images.n_pair
-    a = feats.real[:n] / np.linalg.norm(feats.real[:n], axis=1, keepdims=True).clip(1e-12)
-    c = feats.generated[:n] / np.linalg.norm(feats.generated[:n], axis=1, keepdims=True).clip(1e-12)
-    d = 1.0 - (a * c).sum(1)
+    """1-cos of the generated-vs-real pairs (the LPIPS pairs, ``pairing``) and within-species diversity, top-1 per
+    level of the generated images, and the probe's own top-1 on this class's real test images. The distances and
+    the predictions for the generated and the real images go into ``acc``."""
+    probe, levels, pairs = inp.bb.probe, inp.levels, images.pairs
+    d = cosine_distance(feats.real[pairs.real], feats.generated[pairs.gen])
+    rows = {"generated": feats.generated, "real": feats.real}
+    diversity = _diversity(acc, probe.name, images, lambda side, a, b: cosine_distance(rows[side][a], rows[side][b]))
     pred = probe.predict_features(feats.generated)
     gen_acc = level_accuracy(pred, probe.labels([inp.gen.lineages[i] for i in images.gidx]), levels)
     real_pred = probe.predict_features(feats.real)
@@ -134,7 +157,8 @@ def _probe_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: Clas
     acc.real_pred.update(zip(images.ridx, real_pred))
     return {
         "dist": finite_mean(d),
-        "pairs": n,
+        "pairs": len(pairs),
+        "diversity": diversity,
         "acc": {lv: v["acc"] for lv, v in gen_acc.items()},
         "unseen": {lv: v["unseen"] for lv, v in gen_acc.items() if v["unseen"]},
         "real_test_acc": {lv: v["acc"] for lv, v in real_acc.items()},
@@ -142,9 +166,26 @@ def _probe_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: Clas
 
 
 def _lpips_metrics(inp: Inputs, acc: Collected, images: ClassImages, metric) -> dict:
-    values = metric.paired(images.real, images.generated, inp.cfg.batch_size) if images.n_pair else np.zeros(0)
+    """LPIPS of the generated-vs-real pairs (``pairing``) and the within-species diversity of each side."""
+    bs, pairs = inp.cfg.batch_size, images.pairs
+    values = metric.indexed(images.real, images.generated, pairs.real, pairs.gen, bs) if len(pairs) else np.zeros(0)
     acc.lpips[metric.name].extend(values.tolist())
-    return {"lpips": finite_mean(values), "pairs": images.n_pair}
+    pixels = {"generated": lambda: images.generated, "real": lambda: images.real}
+    diversity = _diversity(acc, metric.name, images,
+                           lambda side, a, b: metric.indexed(pixels[side](), pixels[side](), a, b, bs))
+    return {"lpips": finite_mean(values), "pairs": len(pairs), "diversity": diversity}
+
+
+def _diversity(acc: Collected, name: str, images: ClassImages, distance: Callable) -> dict:
+    """Mean ``distance(side, positions a, positions b)`` over the diversity pairs of each side (``pairing``); every
+    pair's distance goes into ``acc``."""
+    out = {}
+    for side, (a, b) in (("generated", images.div_gen), ("real", images.div_real)):
+        values = np.asarray(distance(side, a, b)) if len(a) else np.zeros(0)
+        acc.diversity.setdefault(name, {"generated": [], "real": []})[side].extend(values.tolist())
+        out[side] = finite_mean(values)
+        out[f"pairs_{side}"] = int(len(a))
+    return out
 
 
 def _bioclip_metrics(inp: Inputs, acc: Collected, images: ClassImages) -> dict:

@@ -46,7 +46,7 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) -> di
         images = class_images(inp, cls, gidx)
         acc.per_class[cls] = class_entry(inp, acc, images)
         acc.grids[cls] = _grid_picks(inp.gen, gidx, inp.real, images.ridx, cfg.grid_species)
-    summary = {"backbones": inp.bb.info(), "data": _data_section(inp), "overall": overall(inp, acc),
+    summary = {"backbones": inp.bb.info(), "data": _data_section(inp, acc), "overall": overall(inp, acc),
                "per_class": acc.per_class, "per_level": per_level(inp, acc)}
     out_dir = Path(paths.out)
     with staged_outputs(out_dir) as staging:  # all of them or none: a failure leaves the earlier outputs whole
@@ -58,8 +58,9 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) -> di
     return summary
 
 
-def _data_section(inp: Inputs) -> dict:
-    """``summary.json`` ``data``: what was compared with what."""
+def _data_section(inp: Inputs, acc: Collected) -> dict:
+    """``summary.json`` ``data``: what was compared with what (and which drawn taxa had no real image to pair
+    their generated images with: counted, up to 20 named)."""
     gen_classes, real_classes, manifest = inp.gen_classes, inp.real_classes, inp.manifest
     return {
         "real_split": inp.cfg.real_split,
@@ -69,6 +70,8 @@ def _data_section(inp: Inputs) -> dict:
         "min_images_for_fid": inp.cfg.min_images_for_fid,
         "classes_without_real_images": sorted(c for c in gen_classes if c not in real_classes),
         "real_classes_not_generated": sorted(c for c in real_classes if c not in gen_classes),
+        "species_without_real": {"species": len(acc.unpaired), "images": sum(acc.unpaired.values()),
+                                 "examples": sorted(acc.unpaired)[:20]},
         "generation": {
             col: sorted(set(manifest[col])) for col in ("sampler", "steps", "guidance", "scale")
             if col in manifest.columns

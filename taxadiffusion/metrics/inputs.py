@@ -14,6 +14,7 @@ import pandas as pd
 from taxadiffusion.config import EvaluateConfig
 from taxadiffusion.metrics.cache import FeatureCache
 from taxadiffusion.metrics.data import REAL_SPLITS, ImageSet, read_generated, read_plan, read_real
+from taxadiffusion.metrics.pairing import DIVERSITY, HELDOUT, RULES
 from taxadiffusion.metrics.probe import load_probe
 from taxadiffusion.metrics.rarity import train_counts
 
@@ -45,7 +46,8 @@ class Backbones:
             "resolution": self.probe.config["resolution"],
             "weights": str(Path(probe_dir) / "probe.safetensors"),
             "real_test_acc": {lv: v["acc"] for lv, v in self.probe.config.get("test_acc", {}).items()},
-            "pairing": "real_i vs generated_i within the class (sorted order), min(n_real, n_gen) pairs",
+            "pairing": RULES[HELDOUT],
+            "diversity": f"1-cos, {DIVERSITY}",
         }
         # The pretrained backbones are imported only when asked for: torch-fidelity, lpips and open_clip
         # are heavy, and the default run (probe only) never needs them.
@@ -62,6 +64,7 @@ class Backbones:
                 # evaluate.lpips_weights is the trunk file of evaluate.lpips_net.
                 weights = cfg.lpips_weights if net == cfg.lpips_net else None
                 self.lpips.append(LPIPSMetric(net, weights))
+                self.lpips[-1].info.update(pairing=RULES[HELDOUT], diversity=f"LPIPS, {DIVERSITY}")
         self.bioclip = None
         if "bioclip" in asked:
             from taxadiffusion.metrics.bioclip import BioCLIPScorer

@@ -1,11 +1,13 @@
 """LPIPS between real and generated images of one class (fidelity, lower = closer).
 
-Protocol from the co-author's evaluation script (docs/method.md §5 [EVAL:lpips.py]): real image i is paired with
-generated image i within the class, min(n_real, n_gen) pairs, mean over pairs. Both lists are in a sorted,
-deterministic order (real: shard key; generated: manifest path). Images are compared at the generation
-resolution (real images resized to it). Net: ``evaluate.lpips_net`` (vgg as in [EVAL], or alex), LPIPS v0.1
-from the ``lpips`` package; its linear heads ship in the wheel, the torchvision trunk comes from the torch.hub
-cache (downloaded on first use) or from ``evaluate.lpips_weights`` (a torchvision state_dict file).
+Which real image is compared with which generated one is ``pairing``'s rule (``evaluate.protocol``): by default
+every generated image with a real image of its own species; ``authors``: the co-author's evaluation script
+(docs/method.md §5 [EVAL:lpips.py]), real image i with generated image i within each sample folder. The same
+network measures the within-species diversity of each side (:meth:`LPIPSMetric.indexed` on pairs of one side).
+Images are compared at the generation resolution (real images resized to it). Net: ``evaluate.lpips_net`` (vgg
+as in [EVAL], or alex), LPIPS v0.1 from the ``lpips`` package; its linear heads ship in the wheel, the torchvision
+trunk comes from the torch.hub cache (downloaded on first use) or from ``evaluate.lpips_weights`` (a torchvision
+state_dict file).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ NETS = ("vgg", "alex")
 # AlexNet's pooling stack needs ~31 px; images below this size (the 32 px tiny preset, 16 px tests) are
 # upsampled (bilinear) for LPIPS only. At 512 px (SD1.5) nothing changes.
 MIN_SIZE = 64
-PAIRING = "real_i vs generated_i within the class (sorted order), min(n_real, n_gen) pairs"
 
 
 def torchvision_url(net: str) -> str:
@@ -37,7 +38,7 @@ def torchvision_url(net: str) -> str:
 
 
 def pair_count(n_real: int, n_gen: int) -> int:
-    """The pairing rule: image i with image i, as many pairs as the smaller side has images."""
+    """Image i with image i, as many pairs as the smaller side has images (the ``authors`` rule within a taxon)."""
     return min(n_real, n_gen)
 
 
@@ -70,7 +71,6 @@ class LPIPSMetric:
             "metric": "LPIPS",
             "impl": f"lpips {version('lpips')} LPIPS v0.1, net={net}",
             "kind": "fidelity: generated vs real of the same class (lower = closer)",
-            "pairing": PAIRING,
             "resolution": f"generation resolution (smaller than {MIN_SIZE} px: upsampled bilinearly to {MIN_SIZE})",
             "weights": path,
         }
@@ -97,15 +97,20 @@ class LPIPSMetric:
             raise UserError(f"{param}: {path} does not fit torchvision {self.model.pnet_type} "
                             f"({one_line(exc)})") from None
 
-    @torch.no_grad()
     def paired(self, real: np.ndarray, gen: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Per-pair LPIPS of uint8 ``[N, H, W, 3]`` images; ``real`` is resized to ``gen``'s size if needed."""
-        n = pair_count(len(real), len(gen))
+        """Per-pair LPIPS of uint8 ``[N, H, W, 3]`` images, real_i with gen_i (:func:`pair_count` pairs); ``real``
+        is resized to ``gen``'s size if needed."""
+        idx = np.arange(pair_count(len(real), len(gen)))
+        return self.indexed(real, gen, idx, idx, batch_size)
+
+    @torch.no_grad()
+    def indexed(self, real: np.ndarray, gen: np.ndarray, ireal, igen, batch_size: int = 32) -> np.ndarray:
+        """LPIPS of ``real[ireal[k]]`` with ``gen[igen[k]]`` for every k (uint8 ``[N, H, W, 3]`` images, gathered one
+        batch at a time); ``real`` is resized to ``gen``'s size if needed."""
         out = []
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            a = _to_unit(real[start:stop]).to(self.device)
-            b = _to_unit(gen[start:stop]).to(self.device)
+        for start in range(0, len(igen), batch_size):
+            a = _to_unit(real[np.asarray(ireal[start : start + batch_size])]).to(self.device)
+            b = _to_unit(gen[np.asarray(igen[start : start + batch_size])]).to(self.device)
             if a.shape[-2:] != b.shape[-2:]:
                 a = F.interpolate(a, size=b.shape[-2:], mode="bilinear", antialias=True).clamp(-1, 1)
             if min(b.shape[-2:]) < MIN_SIZE:

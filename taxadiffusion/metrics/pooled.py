@@ -21,7 +21,8 @@ def overall(inp: Inputs, acc: Collected) -> dict:
     classes = acc.per_class.values()
     for m in inp.bb.lpips:
         out[m.name] = {"lpips": finite_mean(acc.lpips[m.name]),
-                       "lpips_class_mean": finite_mean(e[m.name]["lpips"] for e in classes)}
+                       "lpips_class_mean": finite_mean(e[m.name]["lpips"] for e in classes),
+                       "diversity": pooled_diversity(acc, m.name)}
     if inp.bb.bioclip is not None:
         out[inp.bb.bioclip.name] = {"score": finite_mean(acc.bioclip_level[len(inp.levels)])}
     return out
@@ -50,12 +51,20 @@ def _overall_probe(inp: Inputs, acc: Collected) -> dict:
     rpred = np.stack([acc.real_pred[i] for i in ridx]) if ridx else np.zeros((0, len(levels)), np.int64)
     return {
         "dist": finite_mean(acc.dist),
+        "diversity": pooled_diversity(acc, probe.name),
         "acc": {lv: v["acc"] for lv, v in gen_acc.items()},
         "unseen": {lv: v["unseen"] for lv, v in gen_acc.items() if v["unseen"]},
         "real_test_acc": probe.info["real_test_acc"],
         "acc_by_rarity": acc_by_rarity(acc.probe_pred, labels, inp.gen.lineages, inp.n_train, levels),
         "real_acc_by_rarity": acc_by_rarity(rpred, probe.labels(real_lineages), real_lineages, inp.n_train, levels),
     }
+
+
+def pooled_diversity(acc: Collected, name: str) -> dict:
+    """Within-species diversity over every class's diversity pairs (``pairing``), generated and real."""
+    pairs = acc.diversity.get(name, {"generated": [], "real": []})
+    return {"generated": finite_mean(pairs["generated"]), "real": finite_mean(pairs["real"]),
+            "pairs_generated": len(pairs["generated"]), "pairs_real": len(pairs["real"])}
 
 
 def per_level(inp: Inputs, acc: Collected) -> dict:

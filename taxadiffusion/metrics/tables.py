@@ -30,6 +30,29 @@ def _kinds(summary: dict) -> tuple[list[str], list[str], list[str]]:
     return fid, lp, bio
 
 
+def _pair_columns(e: dict, lp: list[str]) -> dict:
+    """A class's generated-vs-real pairs, its drawn species without a real image, and the within-species diversity
+    of its generated images next to that of its real ones (metrics/pairing.py), per distance."""
+    row = {"# pairs": e["probe"].get("pairs"), "# species w/o real": e.get("species_without_real")}
+    for name, metric in [("probe", "1-cos"), *((n, "LPIPS") for n in lp)]:
+        div = e[name].get("diversity") or {}
+        row.update({f"{metric} div. generated ({name})": div.get("generated"),
+                    f"{metric} div. real ({name})": div.get("real")})
+    return row
+
+
+def pairs_note(summary: dict) -> str:
+    """What the pairs are, and the drawn species left without a real image (summary.json ``data``)."""
+    data = summary["data"]
+    missing = data.get("species_without_real") or {}
+    note = ("Pairs (LPIPS, 1-cos): each generated image with a real image of its own species; div.: mean distance "
+            "of two images of the same species, generated next to real (higher: more diverse).")
+    if missing.get("species"):
+        note += (f" {missing['species']} drawn species ({missing['images']} generated images) without a real "
+                 f"{data['real_split']} image: not paired; listed in summary.json `data.species_without_real`.")
+    return note + "\n"
+
+
 def class_table(summary: dict, levels: list[str]) -> pd.DataFrame:
     fid, lp, bio = _kinds(summary)
     rows = []
@@ -46,6 +69,7 @@ def class_table(summary: dict, levels: list[str]) -> pd.DataFrame:
         row.update({f"LPIPS ({n})": e[n]["lpips"] for n in lp})
         row.update({f"BioCLIP ({n})": e[n]["score"] for n in bio})
         row["1-cos (probe)"] = e["probe"]["dist"]
+        row.update(_pair_columns(e, lp))
         row.update({f"Acc {lv} (probe)": e["probe"]["acc"][lv] for lv in levels})
         row["fid_small_sample"] = e["fid_small_sample"]
         rows.append(row)
@@ -139,7 +163,7 @@ def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
         f"\n{DAGGER} FID over fewer than {n_min} images on one side (evaluate.min_images_for_fid): "
         "biased and unstable.\n"
         f"Real reference: real {summary['data']['real_split']} images of the same class. "
-        "Backbones and settings: summary.json `backbones`.\n"
+        "Backbones and settings: summary.json `backbones`.\n" + pairs_note(summary)
     )
     fid_columns = tuple(c for c in classes.columns if c.startswith("FID"))
     write_text(out_dir / "class_metrics.md", to_markdown(classes, fid_columns) + note)

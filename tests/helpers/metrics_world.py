@@ -100,3 +100,30 @@ def write_params_yaml(tmp: Path, **evaluate) -> Path:
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params_dict(metrics_overrides(**evaluate)), sort_keys=False))
     return path
+
+
+def write_world(root: Path, real: list, generated: list, res: int = 16) -> tuple[Path, Path]:
+    """Shards and generated images from explicit lists: ``real`` = ``[(lineage, split, uint8 image)]``,
+    ``generated`` = ``[(lineage, uint8 image)]`` (image i of a taxon is its i-th entry); ``(shards, generated)``."""
+    shards = root / "shards"
+    index = {"levels": LEVELS, "resolution": res}
+    for split in ("train", "test"):
+        (shards / split).mkdir(parents=True, exist_ok=True)
+        rows = [(k, lin, a) for k, (lin, s, a) in enumerate(real) if s == split]
+        with wds.TarWriter(str(shards / split / "shard-000000.tar")) as sink:
+            for key, lineage, image in rows:
+                meta = {"lineage": dict(zip(LEVELS, lineage)), "row": key + 1, "path": f"{key}.png"}
+                sink.write({"__key__": f"{key:09d}", "png": png(image), "json": json.dumps(meta).encode()})
+        index[split] = {"shards": [f"{split}/shard-000000.tar"], "count": len(rows)}
+    (shards / "index.json").write_text(json.dumps(index))
+    gen, rows, seen = root / "generated", [], {}
+    for lineage, image in generated:
+        taxon = seen.setdefault(tuple(lineage), len(seen))
+        i = sum(r["taxon"] == taxon for r in rows)
+        rel = f"{lineage[0]}/{lineage[-1].replace(' ', '_')}/{i:04d}.png"
+        (gen / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(gen / rel)
+        rows.append({**dict(zip(LEVELS, lineage)), "taxon": taxon, "index": i, "path": rel, "seed": i,
+                     "sampler": "pndm", "steps": 10, "guidance": "taxaguide", "scale": 6.0})
+    pd.DataFrame(rows).to_csv(gen / "manifest.csv", index=False)
+    return shards, gen
