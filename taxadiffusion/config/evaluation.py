@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from taxadiffusion.config.checks import check_choice, check_float, check_int, check_list, check_str
-from taxadiffusion.config.vocab import BACKBONES
+from taxadiffusion.config.vocab import BACKBONES, BIOCLIP_PROMPTS
 
 
 @dataclass
@@ -39,6 +39,7 @@ class EvaluateConfig:
     diversity_pairs: int  # within-species pairs per class and side (seeded sample when there are more); 0: none
     bioclip_model: str  # hf-hub:imageomics/bioclip, /path/ckpt, or local-dir:/path
     bioclip_template: str
+    bioclip_zeroshot_prompt: str  # tree_of_life | template (the zero-shot accuracy's prompts)
     min_images_for_fid: int
     real_split: str  # test | train+test
     batch_size: int
@@ -53,6 +54,7 @@ class EvaluateConfig:
         check_int("evaluate.diversity_pairs", self.diversity_pairs, 0)
         check_str("evaluate.bioclip_model", self.bioclip_model)
         check_str("evaluate.bioclip_template", self.bioclip_template)
+        check_choice("evaluate.bioclip_zeroshot_prompt", self.bioclip_zeroshot_prompt, BIOCLIP_PROMPTS)
         check_int("evaluate.min_images_for_fid", self.min_images_for_fid, 2)
         check_choice("evaluate.real_split", self.real_split, ("test", "train+test"))
         check_int("evaluate.batch_size", self.batch_size, 1)

@@ -26,6 +26,7 @@ from taxadiffusion.metrics.pairing import (
     taxon_groups,
 )
 from taxadiffusion.metrics.probe import level_accuracy
+from taxadiffusion.metrics.rarity import hit_rates
 from taxadiffusion.metrics.stats import fid_or_none, finite_mean
 
 
@@ -42,6 +43,8 @@ class Collected:
     dist: list = field(default_factory=list)  # the probe's paired 1-cos distances, every pair
     diversity: dict = field(default_factory=dict)  # backbone -> {"generated": [...], "real": [...]} pair distances
     unpaired: dict = field(default_factory=dict)  # drawn taxon key -> generated images without a real one
+    zeroshot: dict = field(default_factory=dict)  # "top1" / "top5" -> [n_generated, n_levels] hits (-1: not scored)
+    zeroshot_real: dict = field(default_factory=dict)  # real test image index -> (top-1 row, top-5 row)
     per_class: dict[str, dict] = field(default_factory=dict)  # class -> its summary.json entry
     grids: dict[str, list] = field(default_factory=dict)  # class -> grid picks (grids.write_grids)
 
@@ -196,7 +199,25 @@ def _bioclip_metrics(inp: Inputs, acc: Collected, images: ClassImages) -> dict:
     lineages = [inp.gen.lineages[i] for i in images.gidx]
     for depth in range(1, depths + 1):
         acc.bioclip_level.setdefault(depth, np.zeros(len(inp.gen)))[images.gidx] = bioclip.scores(emb, lineages, depth)
-    return {"score": finite_mean(acc.bioclip_level[depths][images.gidx])}
+    out = {"score": finite_mean(acc.bioclip_level[depths][images.gidx])}
+    if inp.bb.zeroshot is not None:
+        out["zeroshot"] = _zeroshot_metrics(inp, acc, images, emb)
+    return out
+
+
+def _zeroshot_metrics(inp: Inputs, acc: Collected, images: ClassImages, emb) -> dict:
+    """BioCLIP zero-shot top-1 / top-5 per level (``zeroshot``) of the generated images, each against the taxon it
+    was drawn for, and of the class's real test images (the ceiling); every image's hits go into ``acc``."""
+    zs, levels, n_levels = inp.bb.zeroshot, inp.levels, len(inp.levels)
+    top1, top5 = zs.hits(emb, [inp.gen.lineages[i] for i in images.gidx])
+    for key, hits in (("top1", top1), ("top5", top5)):
+        acc.zeroshot.setdefault(key, np.full((len(inp.gen), n_levels), -1, np.int8))[images.gidx] = hits
+    test = [k for k, i in enumerate(images.ridx) if inp.real.splits[i] == "test"]
+    real_emb = inp.bb.bioclip.image_embeddings(images.real[test], inp.cfg.batch_size) if test else emb[:0]
+    real1, real5 = zs.hits(real_emb, [inp.real.lineages[images.ridx[k]] for k in test])
+    acc.zeroshot_real.update(zip((images.ridx[k] for k in test), zip(real1, real5)))
+    return {"top1": hit_rates(top1, levels), "top5": hit_rates(top5, levels), "n_real_test": len(test),
+            "real_test_top1": hit_rates(real1, levels), "real_test_top5": hit_rates(real5, levels)}
 
 
 def _class_counts(inp: Inputs, images: ClassImages) -> dict:

@@ -4,7 +4,8 @@ Per class (docs/method.md §5, "one FID/LPIPS/BioCLIP computed over the pooled i
 - Fréchet distance in each feature backbone's space (Inception pool3 = FID; probe penultimate features),
   real reference = real images of the class from ``evaluate.real_split`` (test, or train+test);
 - LPIPS, real_i vs generated_i (``lpips_metric``), and the probe's paired 1-cos distance under the same rule;
-- BioCLIP score (``bioclip``);
+- BioCLIP score (``bioclip``) and BioCLIP's zero-shot top-1 / top-5 per level over the dataset's species, for the
+  generated images and the real test images (``zeroshot``);
 - probe top-1 accuracy per level of generated images for the taxon they were drawn for, overall also split by
   how many training images that taxon has (``rarity``: 1-2, 3-5, 6-20, >20).
 The same is repeated per taxonomic level (taxa grouped by lineage prefix) for the per-level table. Every
@@ -31,6 +32,7 @@ from taxadiffusion.metrics.grids import write_grids
 from taxadiffusion.metrics.inputs import EvaluatePaths, Inputs, load_inputs
 from taxadiffusion.metrics.pooled import overall, per_level
 from taxadiffusion.metrics.tables import write_tables
+from taxadiffusion.metrics.zeroshot import attach as attach_zeroshot
 
 __all__ = ["EvaluatePaths", "evaluate"]
 
@@ -41,6 +43,7 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) -> di
     """The ``evaluate`` stage (docs/architecture.md): per-class, per-level and overall metrics of the generated
     images against the real ones, for every backbone asked for; writes ``summary.json``, tables and grids."""
     inp = load_inputs(cfg, levels, paths)
+    attach_zeroshot(inp)
     acc = Collected.empty(inp)
     for cls, gidx in tqdm(inp.gen_classes.items(), desc="evaluate classes"):
         images = class_images(inp, cls, gidx)

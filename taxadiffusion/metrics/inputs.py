@@ -66,6 +66,7 @@ class Backbones:
                 self.lpips.append(LPIPSMetric(net, weights))
                 self.lpips[-1].info.update(pairing=RULES[HELDOUT], diversity=f"LPIPS, {DIVERSITY}")
         self.bioclip = None
+        self.zeroshot = None  # BioCLIP as a classifier over the shards' species (metrics/zeroshot.py attach)
         if "bioclip" in asked:
             from taxadiffusion.metrics.bioclip import BioCLIPScorer
 

@@ -11,7 +11,7 @@ from taxadiffusion.metrics.class_metrics import Collected
 from taxadiffusion.metrics.frechet import frechet_distance
 from taxadiffusion.metrics.inputs import Inputs
 from taxadiffusion.metrics.probe import level_accuracy
-from taxadiffusion.metrics.rarity import acc_by_rarity
+from taxadiffusion.metrics.rarity import acc_by_rarity, hit_rates, rates_by_rarity
 from taxadiffusion.metrics.stats import fid_or_none, finite_mean
 
 
@@ -24,7 +24,8 @@ def overall(inp: Inputs, acc: Collected) -> dict:
                        "lpips_class_mean": finite_mean(e[m.name]["lpips"] for e in classes),
                        "diversity": pooled_diversity(acc, m.name)}
     if inp.bb.bioclip is not None:
-        out[inp.bb.bioclip.name] = {"score": finite_mean(acc.bioclip_level[len(inp.levels)])}
+        out[inp.bb.bioclip.name] = {"score": finite_mean(acc.bioclip_level[len(inp.levels)]),
+                                    **_overall_zeroshot(inp, acc)}
     return out
 
 
@@ -60,6 +61,34 @@ def _overall_probe(inp: Inputs, acc: Collected) -> dict:
     }
 
 
+def _overall_zeroshot(inp: Inputs, acc: Collected) -> dict:
+    """BioCLIP's zero-shot top-1 / top-5 per level over every generated image and every real test image (the
+    ceiling), overall and by rarity (``zeroshot``; none without a zero-shot classifier)."""
+    if inp.bb.zeroshot is None:
+        return {}
+    levels, ridx = inp.levels, sorted(acc.zeroshot_real)
+    real = {key: np.array([acc.zeroshot_real[i][k] for i in ridx]).reshape(-1, len(levels))
+            for k, key in enumerate(("top1", "top5"))}
+    real_lineages = [inp.real.lineages[i] for i in ridx]
+    return {"zeroshot": {
+        **_zeroshot_rates(inp, acc),
+        "n_real_test": len(ridx),
+        "by_rarity": rates_by_rarity(acc.zeroshot, inp.gen.lineages, inp.n_train, levels),
+        "real_by_rarity": rates_by_rarity(real, real_lineages, inp.n_train, levels),
+    }}
+
+
+def _zeroshot_rates(inp: Inputs, acc: Collected) -> dict:
+    """``{"top1", "top5", "real_test_top1", "real_test_top5"}``, each per level, over all images (empty without a
+    zero-shot classifier)."""
+    if inp.bb.zeroshot is None:
+        return {}
+    levels, real = inp.levels, list(acc.zeroshot_real.values())
+    return {"top1": hit_rates(acc.zeroshot["top1"], levels), "top5": hit_rates(acc.zeroshot["top5"], levels),
+            "real_test_top1": hit_rates(np.array([r[0] for r in real]), levels),
+            "real_test_top5": hit_rates(np.array([r[1] for r in real]), levels)}
+
+
 def pooled_diversity(acc: Collected, name: str) -> dict:
     """Within-species diversity over every class's diversity pairs (``pairing``), generated and real."""
     pairs = acc.diversity.get(name, {"generated": [], "real": []})
@@ -71,6 +100,7 @@ def per_level(inp: Inputs, acc: Collected) -> dict:
     """Per level: taxa grouped by lineage prefix; Fréchet distance per taxon with >= 2 images on both sides,
     averaged over taxa; probe accuracy and BioCLIP (prompt cut at that level) over all generated images."""
     gen_acc = level_accuracy(acc.probe_pred, inp.bb.probe.labels(inp.gen.lineages), inp.levels)
+    zeroshot = _zeroshot_rates(inp, acc)  # BioCLIP zero-shot: each level is its own column of the hits
     out = {}
     for k, lv in enumerate(inp.levels):
         g_groups, r_groups = inp.gen.groups(k), inp.real.groups(k)
@@ -79,7 +109,8 @@ def per_level(inp: Inputs, acc: Collected) -> dict:
             entry[b.name] = _level_fid(acc, b.name, g_groups, r_groups, inp.cfg.min_images_for_fid)
         entry["probe"]["acc"] = gen_acc[lv]["acc"]
         if inp.bb.bioclip is not None:
-            entry[inp.bb.bioclip.name] = {"score": finite_mean(acc.bioclip_level[k + 1])}
+            entry[inp.bb.bioclip.name] = {"score": finite_mean(acc.bioclip_level[k + 1]),
+                                          **{key: rates[lv] for key, rates in zeroshot.items()}}
         out[lv] = entry
     return out
 

@@ -77,14 +77,34 @@ def acc_by_rarity(pred: np.ndarray, labels: np.ndarray, lineages: list[tuple], c
                   levels: list[str]) -> dict:
     """The ``acc_by_rarity`` entry (module docstring) of generated images with probe predictions ``pred`` and
     labels ``labels`` (``[N, levels]``, -1 = a taxon the probe never saw) drawn for ``lineages``."""
+    out = {}
+    for name, entry, idx in _buckets(lineages, counts):
+        acc = level_accuracy(pred[idx], labels[idx], levels)
+        out[name] = {**entry, "acc": {lv: v["acc"] for lv, v in acc.items()}}
+    return out
+
+
+def rates_by_rarity(hits: dict[str, np.ndarray], lineages: list[tuple], counts: Counter, levels: list[str]) -> dict:
+    """The same buckets for hit arrays (``{name: [N, levels]}``, 1 hit, 0 miss, -1 not scored; e.g. BioCLIP's
+    zero-shot top-1 and top-5): per bucket the taxa, the images and each array's :func:`hit_rates`."""
+    return {name: {**entry, **{key: hit_rates(h[idx], levels) for key, h in hits.items()}}
+            for name, entry, idx in _buckets(lineages, counts)}
+
+
+def hit_rates(hits: np.ndarray, levels: list[str]) -> dict:
+    """Per level: the fraction of scored entries (>= 0) that are hits; None when none is scored."""
+    hits = np.asarray(hits).reshape(-1, len(levels))
+    return {lv: float(hits[hits[:, k] >= 0, k].mean()) if (hits[:, k] >= 0).any() else None
+            for k, lv in enumerate(levels)}
+
+
+def _buckets(lineages: list[tuple], counts: Counter):
+    """``(bucket, {"train_images", "n_species", "n_images"}, image indices)`` per bucket in order; bucket 0 only
+    when it has images."""
     taxa = [drawn_taxon(tuple(lin)) for lin in lineages]
     buckets = np.array([bucket_of(counts.get(t, 0)) for t in taxa], dtype=object)
-    out = {}
     for name, lo, hi in (*RARITY_BUCKETS, (NOT_IN_TRAIN, 0, 0)):
         idx = np.flatnonzero(buckets == name)
         if name == NOT_IN_TRAIN and not len(idx):
             continue
-        acc = level_accuracy(pred[idx], labels[idx], levels)
-        out[name] = {"train_images": [lo, hi], "n_species": len({taxa[i] for i in idx}), "n_images": int(len(idx)),
-                     "acc": {lv: v["acc"] for lv, v in acc.items()}}
-    return out
+        yield name, {"train_images": [lo, hi], "n_species": len({taxa[i] for i in idx}), "n_images": int(len(idx))}, idx

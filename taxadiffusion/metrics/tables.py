@@ -41,6 +41,31 @@ def _pair_columns(e: dict, lp: list[str]) -> dict:
     return row
 
 
+def _zeroshot_columns(e: dict, bio: list[str], level: str) -> dict:
+    """BioCLIP zero-shot top-1 and top-5 at ``level`` (the finest) of a class's generated images, and top-1 of its
+    real test images (the ceiling); all levels are in summary.json (metrics/zeroshot.py)."""
+    out = {}
+    for n in bio:
+        zs = e[n].get("zeroshot") or {}
+        out.update({f"Acc {level} top-1 ({n})": zs.get("top1", {}).get(level),
+                    f"Acc {level} top-5 ({n})": zs.get("top5", {}).get(level),
+                    f"Real test acc {level} top-1 ({n})": zs.get("real_test_top1", {}).get(level)})
+    return out
+
+
+def _zeroshot_rarity(summary: dict, bucket: str, levels: list[str]) -> dict:
+    """BioCLIP zero-shot top-1 at ``levels`` of a rarity bucket's generated and real test images (no columns
+    without a zero-shot classifier)."""
+    out = {}
+    for n in _kinds(summary)[2]:
+        zs = summary["overall"].get(n, {}).get("zeroshot")
+        if zs:
+            gen, real = zs["by_rarity"].get(bucket, {}), zs["real_by_rarity"].get(bucket, {})
+            out.update({f"Acc {lv} top-1 ({n})": gen.get("top1", {}).get(lv) for lv in levels})
+            out.update({f"Real acc {lv} top-1 ({n})": real.get("top1", {}).get(lv) for lv in levels})
+    return out
+
+
 def pairs_note(summary: dict) -> str:
     """What the pairs are, and the drawn species left without a real image (summary.json ``data``)."""
     data = summary["data"]
@@ -68,6 +93,7 @@ def class_table(summary: dict, levels: list[str]) -> pd.DataFrame:
         row.update({f"FID ({n})": e[n]["fid"] for n in fid})
         row.update({f"LPIPS ({n})": e[n]["lpips"] for n in lp})
         row.update({f"BioCLIP ({n})": e[n]["score"] for n in bio})
+        row.update(_zeroshot_columns(e, bio, levels[-1]))
         row["1-cos (probe)"] = e["probe"]["dist"]
         row.update(_pair_columns(e, lp))
         row.update({f"Acc {lv} (probe)": e["probe"]["acc"][lv] for lv in levels})
@@ -87,6 +113,10 @@ def level_table(summary: dict, levels: list[str]) -> pd.DataFrame:
         row = {"Level": lv, "# taxa": e["n_taxa"], "# taxa with FID": e["probe"]["n_taxa_fid"]}
         row.update({f"FID ({n}, mean over taxa)": e[n]["fid"] for n in fid})
         row.update({f"BioCLIP ({n})": e[n]["score"] for n in bio})
+        for n in bio:  # BioCLIP zero-shot at this level, generated and the real test ceiling (metrics/zeroshot.py)
+            row.update({f"Acc top-1 ({n})": e[n].get("top1"), f"Acc top-5 ({n})": e[n].get("top5"),
+                        f"Real test acc top-1 ({n})": e[n].get("real_test_top1"),
+                        f"Real test acc top-5 ({n})": e[n].get("real_test_top5")})
         row["Acc (probe)"] = e["probe"]["acc"]
         row["Real test acc (probe)"] = summary["overall"]["probe"]["real_test_acc"].get(lv)
         rows.append(row)
@@ -108,9 +138,11 @@ def rarity_table(summary: dict, levels: list[str]) -> pd.DataFrame:
         if real:
             r = real.get(bucket, {})
             row.update(dict(zip(real_cols, (r.get("n_images", 0), *(r.get("acc", {}).get(lv) for lv in finest)))))
+        row.update(_zeroshot_rarity(summary, bucket, finest))
         rows.append(row)
     return pd.DataFrame(rows, columns=["Training images per species", "# species", "# generated images",
-                                       *(f"Acc {lv} (probe)" for lv in levels), *(real_cols if real else [])])
+                                       *(f"Acc {lv} (probe)" for lv in levels), *(real_cols if real else []),
+                                       *_zeroshot_rarity(summary, "", finest)])
 
 
 RARITY_NOTE = (
