@@ -3,6 +3,7 @@ calls that make pixels independent of the batch."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -143,3 +144,19 @@ def test_merged_lora_unet_matches_the_loaded_adapter(tmp_path):
         bare = load_base(tiny_model_config()).unet(x, t, ctx).sample
     torch.testing.assert_close(merged, adapter, rtol=1e-4, atol=1e-5)
     assert (adapter - bare).abs().max() > 1e-3  # the LoRA changes the UNet
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_loading_for_sampling_prints_no_float32_modules_warning(tmp_path, dtype):
+    """diffusers warned "modules that should be kept in float32: []" on every generate, figures and draw."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # diffusers' loggers write to their own stderr handler, not to pytest's capture
+    logging.getLogger("diffusers").addHandler(handler)
+    try:
+        model = load_taxa_model(make_level_dir(tmp_path / "species"), tiny_model_config(), dtype=dtype)
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert next(model.base.unet.parameters()).dtype == dtype
+    assert next(model.conditioner.parameters()).dtype == dtype
+    assert not [r.getMessage() for r in records if "kept in float32" in r.getMessage()]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.utils import logging as diffusers_logging
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -33,6 +34,25 @@ COMPONENTS = {"unet": "config.json", "vae": "config.json", "text_encoder": "conf
               "tokenizer": "tokenizer_config.json", "scheduler": "scheduler_config.json"}
 TINY_VAE = "SpaceToDepthVAE"  # the tiny base's vae/ (a parameter-free space-to-depth view); SD1.5's: AutoencoderKL
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def move(module: torch.nn.Module, device, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """``module.to(device)``, then a cast to ``dtype`` only when its parameters are of another dtype. diffusers warns
+    on every ``to(dtype=...)`` of a model about "modules that should be kept in float32" even when the model names
+    none (it printed ``[]`` on every generate, figures and draw): the warning is kept only for a model that names
+    some."""
+    module.to(device)
+    current = next(module.parameters(), torch.empty(0)).dtype
+    if dtype is None or current == dtype:
+        return module
+    if getattr(module, "_keep_in_fp32_modules", None):
+        return module.to(dtype=dtype)
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return module.to(dtype=dtype)
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 @dataclass
@@ -75,7 +95,7 @@ class BaseModel:
 
     def to(self, device, dtype=None):
         for module in (self.unet, self.text_encoder, self.vae):
-            module.to(device=device, dtype=dtype) if dtype is not None else module.to(device)
+            move(module, device, dtype)
         return self
 
     def freeze(self):

@@ -13,7 +13,7 @@ import torch
 
 from taxadiffusion.config import ModelConfig
 from taxadiffusion.core.errors import UserError
-from taxadiffusion.models.base import BaseModel, load_base
+from taxadiffusion.models.base import BaseModel, load_base, move
 from taxadiffusion.models.conditioner import ModelLevels, TaxonomyConditioner, level_text, lineage_texts, species_prompt
 from taxadiffusion.models.level import LevelConfig, build_level_model
 from taxadiffusion.models.text_cache import TextEmbeddingCache
@@ -79,7 +79,7 @@ def load_taxa_model(model_dir: str | Path, model_cfg: ModelConfig, device="cpu",
     config = LevelConfig.load(model_dir)
     base = load_base(model_cfg, device=device)
     base.unet, conditioner = build_level_model(base, config, model_dir)
-    base.unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    conditioner = conditioner.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    move(base.unet, device, dtype).eval().requires_grad_(False)
+    conditioner = move(conditioner, device, dtype).eval().requires_grad_(False)
     cache = TextEmbeddingCache(base.text_encoder, base.tokenizer, device=device)
     return TaxaModel(base, conditioner, cache, ModelLevels(config.levels, config.species_text), config)
