@@ -44,6 +44,12 @@ class EvaluateConfig:
     real_split: str  # test | train+test
     batch_size: int
     grid_species: int
+    seed: int  # the draws below (KID subsets, FID subsets, the floor's real sample)
+    kid_subsets: int
+    kid_subset_size: int  # capped at min(n_real, n_generated)
+    fid_subsets: int
+    fid_subset_fraction: float  # in (0, 1]
+    prdc_k: int  # k of precision / recall / density / coverage
 
     def __post_init__(self):
         for i, name in enumerate(check_list("evaluate.backbones", self.backbones)):
@@ -59,3 +65,10 @@ class EvaluateConfig:
         check_choice("evaluate.real_split", self.real_split, ("test", "train+test"))
         check_int("evaluate.batch_size", self.batch_size, 1)
         check_int("evaluate.grid_species", self.grid_species, 0)
+        check_int("evaluate.seed", self.seed, 0)
+        check_int("evaluate.kid_subsets", self.kid_subsets, 1)
+        check_int("evaluate.kid_subset_size", self.kid_subset_size, 2)
+        check_int("evaluate.fid_subsets", self.fid_subsets, 1)
+        self.fid_subset_fraction = check_float("evaluate.fid_subset_fraction", self.fid_subset_fraction, 0.0, 1.0,
+                                               lo_open=True)
+        check_int("evaluate.prdc_k", self.prdc_k, 1)
