@@ -259,7 +259,7 @@ def test_corrupt_newest_checkpoint_is_skipped(data_workspace, tmp_path):
     per step: previews leave the weights untouched."""
     straight = _workspace(data_workspace, tmp_path / "a", **{"train.steps": 4, "preview.every": 0})
     run_stage("train.py", *_train_args("class"), cwd=straight)
-    assert not any((straight / "metrics/train/class/plots/images").iterdir())  # declared to DVC: there, empty
+    assert not any((straight / "metrics/train/class/plots/images").iterdir())  # in the plots folder: there, empty
     work = _workspace(data_workspace, tmp_path / "b", **{"train.steps": 4, "preview.every": 1})
     run_stage("train.py", *_train_args("class"), "--max-steps-this-run", "3", cwd=work)
     ckpts = sorted((work / "scratch/train/class/checkpoints").glob("checkpoint-*.safetensors"))
