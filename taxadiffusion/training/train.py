@@ -213,7 +213,7 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
                 if live is not None:
                     log_row(live, step + 1, {"loss": last_loss, "lr": spec.lr})
             if previews is not None:
-                previews.maybe_log(live, step + 1)  # no RNG of training is drawn from (figures/preview.py)
+                previews.maybe_log(live, step + 1)  # no RNG of training is drawn from (training/previews.py)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < spec.steps:
                 _stop_if_diverged(run, first_bad)  # a checkpoint never holds weights trained on a nan loss
                 save_checkpoint(scratch, fp, step + 1, run)
