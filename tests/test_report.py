@@ -39,7 +39,7 @@ def test_report_with_every_part(tmp_path):
     body = sections(html)
     assert list(body) == [sid for sid, _ in SECTIONS]
     notes = {sid: text for sid, text in body.items() if "class='note'" in text and sid not in
-             ("classes", "overall", "previews", "methods", "samples")}  # those carry explanatory notes
+             ("classes", "levels", "overall", "previews", "methods", "samples")}  # those carry explanatory notes
     assert not notes, notes
     for text in ("Trained</b>: TaxaDiffusion", "class → order → family → genus → species",
                  "95 of 100 annotation rows", "How to read the numbers", "Paper counterpart: supplement Fig. S2",

@@ -27,6 +27,7 @@ from taxadiffusion.metrics.pairing import (
 )
 from taxadiffusion.metrics.probe import level_accuracy
 from taxadiffusion.metrics.rarity import hit_rates
+from taxadiffusion.metrics.sample_size import Sides, class_reading
 from taxadiffusion.metrics.stats import fid_or_none, finite_mean
 
 
@@ -47,13 +48,16 @@ class Collected:
     zeroshot_real: dict = field(default_factory=dict)  # real test image index -> (top-1 row, top-5 row)
     per_class: dict[str, dict] = field(default_factory=dict)  # class -> its summary.json entry
     grids: dict[str, list] = field(default_factory=dict)  # class -> grid picks (grids.write_grids)
+    feats_train: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # backbone -> train index -> row
+    nn: dict[str, dict] = field(default_factory=dict)  # backbone -> nearest-training-image distances (sample_size)
 
     @classmethod
     def empty(cls, inp: Inputs) -> Collected:
         names = [b.name for b in inp.bb.features]
         return cls(feats_gen={n: {} for n in names}, feats_real={n: {} for n in names},
                    probe_pred=np.zeros((len(inp.gen), len(inp.levels)), np.int64),
-                   lpips={m.name: [] for m in inp.bb.lpips})
+                   lpips={m.name: [] for m in inp.bb.lpips}, feats_train={n: {} for n in names},
+                   nn={n: {} for n in names})
 
 
 @dataclass
@@ -85,11 +89,13 @@ class ClassImages:
 
 @dataclass
 class ClassFeatures:
-    """One backbone's features of one class: ``real`` from the cache, ``generated`` computed."""
+    """One backbone's features of one class: ``real`` from the cache, ``generated`` computed, ``train`` (the class's
+    real train images: the floor and the memorisation check) from the cache."""
 
     backbone: object
     real: np.ndarray
     generated: np.ndarray
+    train: np.ndarray
 
 
 def class_images(inp: Inputs, cls: str, gidx: list[int]) -> ClassImages:
@@ -118,6 +124,7 @@ def class_entry(inp: Inputs, acc: Collected, images: ClassImages) -> dict:
         feats = class_features(inp, images, b)
         acc.feats_real[b.name].update(zip(images.ridx, feats.real))
         acc.feats_gen[b.name].update(zip(images.gidx, feats.generated))
+        acc.feats_train[b.name].update(zip(inp.train_classes.get(images.name, []), feats.train))
         entry[b.name] = feature_metrics(inp, acc, images, feats)
     for m in inp.bb.lpips:
         entry[m.name] = _lpips_metrics(inp, acc, images, m)
@@ -130,13 +137,28 @@ def class_features(inp: Inputs, images: ClassImages, backbone) -> ClassFeatures:
     bs = inp.cfg.batch_size
     real = inp.cache.features(backbone.name, backbone.cache_id, images.name, images.real_hash, images.real_keys,
                               lambda: backbone.features(images.real, bs))
-    return ClassFeatures(backbone, real, backbone.features(images.generated, bs))
+    generated = backbone.features(images.generated, bs)
+    return ClassFeatures(backbone, real, generated, _train_features(inp, images, backbone))
+
+
+def _train_features(inp: Inputs, images: ClassImages, backbone) -> np.ndarray:
+    """The class's real train images in ``backbone``'s features, through the same cache as the reference (its own
+    ``<backbone>-train/`` folder; decoded only on a miss)."""
+    tidx = inp.train_classes.get(images.name, [])
+    train_hash = inp.train.content_hash(tidx) + f"|{inp.gen_size[0]}x{inp.gen_size[1]}|train"
+    return inp.cache.features(f"{backbone.name}-train", backbone.cache_id, images.name, train_hash,
+                              [inp.train.keys[i] for i in tidx],
+                              lambda: backbone.features(inp.train.decode(tidx, inp.gen_size), inp.cfg.batch_size))
 
 
 def feature_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: ClassFeatures) -> dict:
-    """Every per-class metric computed from one backbone's features: the Fréchet distance, and for the probe its
-    paired distance and accuracies."""
+    """Every per-class metric computed from one backbone's features: the Fréchet distance, what to read it against
+    (``sample_size``: floor, KID, interval, precision / recall, memorisation), and for the probe its paired distance
+    and accuracies."""
     out = {"fid": fid_or_none(feats.real, feats.generated)}
+    test_rows = [k for k, i in enumerate(images.ridx) if inp.real.splits[i] == "test"]
+    sides = Sides(feats.real, feats.generated, feats.train, test_rows)
+    out.update(class_reading(inp.cfg, sides, (feats.backbone.name, images.name), acc.nn[feats.backbone.name]))
     if feats.backbone is inp.bb.probe:
         out.update(_probe_metrics(inp, acc, images, feats))
     return out

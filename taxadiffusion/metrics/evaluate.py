@@ -2,7 +2,9 @@
 
 Per class (docs/method.md §5, "one FID/LPIPS/BioCLIP computed over the pooled images of each class"):
 - Fréchet distance in each feature backbone's space (Inception pool3 = FID; probe penultimate features),
-  real reference = real images of the class from ``evaluate.real_split`` (test, or train+test);
+  real reference = real images of the class from ``evaluate.real_split`` (test, or train+test), read against the
+  real-vs-real FID floor, KID ± sd, a FID interval from subsets, precision / recall / density / coverage and a
+  memorisation check against the class's real train images (``sample_size``, ``kid``, ``manifold``);
 - LPIPS, real_i vs generated_i (``lpips_metric``), and the probe's paired 1-cos distance under the same rule;
 - BioCLIP score (``bioclip``) and BioCLIP's zero-shot top-1 / top-5 per level over the dataset's species, for the
   generated images and the real test images (``zeroshot``);
@@ -31,6 +33,7 @@ from taxadiffusion.metrics.data import ImageSet
 from taxadiffusion.metrics.grids import write_grids
 from taxadiffusion.metrics.inputs import EvaluatePaths, Inputs, load_inputs
 from taxadiffusion.metrics.pooled import overall, per_level
+from taxadiffusion.metrics.sample_size import settings as sample_size_settings
 from taxadiffusion.metrics.tables import write_tables
 from taxadiffusion.metrics.zeroshot import attach as attach_zeroshot
 
@@ -71,6 +74,8 @@ def _data_section(inp: Inputs, acc: Collected) -> dict:
         "n_real": sum(len(real_classes.get(c, [])) for c in gen_classes),
         "generation_resolution": list(inp.gen_size),
         "min_images_for_fid": inp.cfg.min_images_for_fid,
+        "sample_size": sample_size_settings(inp.cfg),  # how the floor, KID, FID interval, P/R were drawn
+        "n_train": sum(len(inp.train_classes.get(c, [])) for c in gen_classes),
         "classes_without_real_images": sorted(c for c in gen_classes if c not in real_classes),
         "real_classes_not_generated": sorted(c for c in real_classes if c not in gen_classes),
         "species_without_real": {"species": len(acc.unpaired), "images": sum(acc.unpaired.values()),

@@ -96,6 +96,8 @@ class Inputs:
     gen_size: tuple[int, int]  # (W, H) of the generated images: real images are compared at this size
     gen_classes: dict[str, list[int]]  # class -> generated image indices (sorted: the pairing order)
     real_classes: dict[str, list[int]]  # class -> real image indices (sorted: the pairing order)
+    train: ImageSet  # the real train split: the floor's other real images, the memorisation check's training set
+    train_classes: dict[str, list[int]]  # class -> train image indices (sorted by key)
 
     def reference(self) -> list[int]:
         """The real images of every generated class: the pooled metrics' reference."""
@@ -108,6 +110,19 @@ def load_inputs(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) ->
     real = read_real(paths.shards, REAL_SPLITS[cfg.real_split], levels)
     plan = read_plan(paths.generated)
     n_train = train_counts(paths.shards, levels)
+    train = _train_split(real, paths.shards, levels)
     return Inputs(cfg=cfg, levels=levels, bb=bb, gen=gen, manifest=manifest, real=real, plan=plan, n_train=n_train,
                   cache=FeatureCache(paths.cache), gen_size=gen.image_size(), gen_classes=gen.by_class(),
-                  real_classes=real.by_class())
+                  real_classes=real.by_class(), train=train, train_classes=train.by_class())
+
+
+def _train_split(real: ImageSet, shards: Path, levels: list[str]) -> ImageSet:
+    """The real train split: the reference's own train images when it has them (``train+test``: the same encoded
+    bytes, not a second copy), else read from the shards. Held encoded, as the reference (data.py)."""
+    if "train" not in set(real.splits):
+        return read_real(shards, ["train"], levels)
+    out = ImageSet(levels=list(levels))
+    for i, split in enumerate(real.splits):
+        if split == "train":
+            out.add(real.sources[i], real.names[i], real.keys[i], real.lineages[i], split)
+    return out

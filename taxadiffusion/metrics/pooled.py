@@ -12,6 +12,7 @@ from taxadiffusion.metrics.frechet import frechet_distance
 from taxadiffusion.metrics.inputs import Inputs
 from taxadiffusion.metrics.probe import level_accuracy
 from taxadiffusion.metrics.rarity import acc_by_rarity, hit_rates, rates_by_rarity
+from taxadiffusion.metrics.sample_size import Sides, level_reading, pooled_reading
 from taxadiffusion.metrics.stats import fid_or_none, finite_mean
 
 
@@ -29,13 +30,24 @@ def overall(inp: Inputs, acc: Collected) -> dict:
     return out
 
 
+CLASS_MEANS = ("fid_floor", "kid", "precision", "recall")  # sample_size numbers also given as a mean over classes
+
+
 def _pooled_fid(inp: Inputs, acc: Collected, name: str) -> dict:
+    """Pooled: all generated vs all real of the generated classes (the floor's other side: their train images),
+    and class means."""
     ridx = inp.reference()
     fg = np.stack([acc.feats_gen[name][i] for i in range(len(inp.gen))])
     fr = np.stack([acc.feats_real[name][i] for i in ridx]) if ridx else np.zeros((0, fg.shape[1]))
+    tidx = [i for c in inp.gen_classes for i in inp.train_classes.get(c, [])]
+    ft = np.stack([acc.feats_train[name][i] for i in tidx]) if tidx else np.zeros((0, fg.shape[1]))
+    sides = Sides(fr, fg, ft, [k for k, i in enumerate(ridx) if inp.real.splits[i] == "test"])
+    per = acc.per_class.values()
     return {
-        "fid": fid_or_none(fr, fg),  # pooled: all generated vs all real of the generated classes
-        "fid_class_mean": finite_mean(e[name]["fid"] for e in acc.per_class.values()),
+        "fid": fid_or_none(fr, fg),
+        "fid_class_mean": finite_mean(e[name]["fid"] for e in per),
+        **pooled_reading(inp.cfg, sides, (name, "pooled"), acc.nn[name]),
+        **{f"{key}_class_mean": finite_mean(e[name][key] for e in per) for key in CLASS_MEANS},
     }
 
 
@@ -103,10 +115,10 @@ def per_level(inp: Inputs, acc: Collected) -> dict:
     zeroshot = _zeroshot_rates(inp, acc)  # BioCLIP zero-shot: each level is its own column of the hits
     out = {}
     for k, lv in enumerate(inp.levels):
-        g_groups, r_groups = inp.gen.groups(k), inp.real.groups(k)
+        g_groups, r_groups, t_groups = inp.gen.groups(k), inp.real.groups(k), inp.train.groups(k)
         entry: dict = {"n_taxa": len(g_groups)}
         for b in inp.bb.features:
-            entry[b.name] = _level_fid(acc, b.name, g_groups, r_groups, inp.cfg.min_images_for_fid)
+            entry[b.name] = _level_fid(inp.cfg, acc, b.name, g_groups, r_groups, t_groups)
         entry["probe"]["acc"] = gen_acc[lv]["acc"]
         if inp.bb.bioclip is not None:
             entry[inp.bb.bioclip.name] = {"score": finite_mean(acc.bioclip_level[k + 1]),
@@ -115,16 +127,23 @@ def per_level(inp: Inputs, acc: Collected) -> dict:
     return out
 
 
-def _level_fid(acc: Collected, name: str, g_groups: dict, r_groups: dict, min_images: int) -> dict:
+def _level_fid(cfg, acc: Collected, name: str, g_groups: dict, r_groups: dict, t_groups: dict) -> dict:
     """Mean Fréchet distance over the level's taxa with >= 2 images on both sides; how many, and how many of those
-    under ``min_images`` pairs."""
-    feats_real, feats_gen = acc.feats_real[name], acc.feats_gen[name]
-    fids, small = [], 0
+    under ``evaluate.min_images_for_fid`` images on a side; over the same taxa the mean KID and FID floor
+    (``sample_size``; a taxon without a floor, too few train images, is left out of that mean)."""
+    feats_real, feats_gen, feats_train = acc.feats_real[name], acc.feats_gen[name], acc.feats_train[name]
+    fids, readings, small = [], [], 0
     for taxon, gidx in g_groups.items():
         ridx = [i for i in r_groups.get(taxon, []) if i in feats_real]
         if len(ridx) >= 2 and len(gidx) >= 2:
             fr = np.stack([feats_real[i] for i in ridx])
             fg = np.stack([feats_gen[i] for i in gidx])
             fids.append(frechet_distance(fr, fg))
-            small += min(len(ridx), len(gidx)) < min_images
-    return {"fid": finite_mean(fids), "n_taxa_fid": len(fids), "n_taxa_small_sample": small}
+            small += min(len(ridx), len(gidx)) < cfg.min_images_for_fid
+            tidx = [i for i in t_groups.get(taxon, []) if i in feats_train]
+            ft = np.stack([feats_train[i] for i in tidx]) if tidx else np.zeros((0, fr.shape[1]))
+            readings.append(level_reading(cfg, Sides(fr, fg, ft, []), (name, "/".join(taxon))))
+    return {"fid": finite_mean(fids), "n_taxa_fid": len(fids), "n_taxa_small_sample": small,
+            "fid_floor": finite_mean(r["fid_floor"] for r in readings),
+            "n_taxa_floor": sum(r["fid_floor"] is not None for r in readings),
+            "kid": finite_mean(r["kid"] for r in readings)}

@@ -90,7 +90,8 @@ def class_table(summary: dict, levels: list[str]) -> pd.DataFrame:
             "images per species": ips if isinstance(ips, int) else f"{ips[0]}-{ips[1]}",
             "# real images": e["n_real"],
         }
-        row.update({f"FID ({n})": e[n]["fid"] for n in fid})
+        for n in fid:
+            row.update(_fid_columns(n, e[n]))
         row.update({f"LPIPS ({n})": e[n]["lpips"] for n in lp})
         row.update({f"BioCLIP ({n})": e[n]["score"] for n in bio})
         row.update(_zeroshot_columns(e, bio, levels[-1]))
@@ -105,13 +106,33 @@ def class_table(summary: dict, levels: list[str]) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def _fid_columns(name: str, e: dict) -> dict:
+    """A feature backbone's FID and what to read it against (metrics/sample_size.py): the real-vs-real floor, the
+    sd of FID over subsets, KID ± sd and its floor, precision / recall / density / coverage, the memorisation
+    check. An entry written before these existed gives dashes."""
+    subsets, mem = e.get("fid_subsets") or {}, e.get("memorisation") or {}
+    return {f"FID ({name})": e["fid"], f"FID floor ({name})": e.get("fid_floor"),
+            f"FID subset sd ({name})": subsets.get("sd"), f"KID ({name})": e.get("kid"),
+            f"KID sd ({name})": e.get("kid_sd"), f"KID floor ({name})": e.get("kid_floor"),
+            **{f"{k.capitalize()} ({name})": e.get(k) for k in ("precision", "recall", "density", "coverage")},
+            f"NN-train ratio ({name})": mem.get("nn_train_ratio"),
+            f"Closer than test p5 ({name})": mem.get("closer_than_test_p5")}
+
+
 def level_table(summary: dict, levels: list[str]) -> pd.DataFrame:
+    """One row per level; ``fid_small_sample`` (a † on its FIDs) when a FID averaged there rests on fewer than
+    ``evaluate.min_images_for_fid`` images on a side."""
     fid, _, bio = _kinds(summary)
     rows = []
     for lv in levels:
         e = summary["per_level"][lv]
-        row = {"Level": lv, "# taxa": e["n_taxa"], "# taxa with FID": e["probe"]["n_taxa_fid"]}
-        row.update({f"FID ({n}, mean over taxa)": e[n]["fid"] for n in fid})
+        small = e["probe"].get("n_taxa_small_sample", 0)
+        row = {"Level": lv, "# taxa": e["n_taxa"], "# taxa with FID": e["probe"]["n_taxa_fid"],
+               "# small-sample taxa": small}
+        for n in fid:
+            row.update({f"FID ({n}, mean over taxa)": e[n]["fid"],
+                        f"FID floor ({n}, mean over taxa)": e[n].get("fid_floor"),
+                        f"KID ({n}, mean over taxa)": e[n].get("kid")})
         row.update({f"BioCLIP ({n})": e[n]["score"] for n in bio})
         for n in bio:  # BioCLIP zero-shot at this level, generated and the real test ceiling (metrics/zeroshot.py)
             row.update({f"Acc top-1 ({n})": e[n].get("top1"), f"Acc top-5 ({n})": e[n].get("top5"),
@@ -119,6 +140,7 @@ def level_table(summary: dict, levels: list[str]) -> pd.DataFrame:
                         f"Real test acc top-5 ({n})": e[n].get("real_test_top5")})
         row["Acc (probe)"] = e["probe"]["acc"]
         row["Real test acc (probe)"] = summary["overall"]["probe"]["real_test_acc"].get(lv)
+        row["fid_small_sample"] = small > 0
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -154,13 +176,46 @@ RARITY_NOTE = (
 )
 
 
+FLOOR_RULES = {
+    "train-vs-reference": "the class's real reference against a seeded sample (without replacement) of "
+                          "min(n_generated, n_train) of its real train images, which the reference does not hold",
+    "reference-halves": "two disjoint seeded halves of the class's real reference (smaller than the comparison's "
+                        "sides, so a higher floor)",
+}
+
+
+def sample_size_note(data: dict) -> str:
+    """How to read FID at small sizes, and what the sample-size columns are (``summary.json`` ``data``); empty for
+    a summary written before they existed."""
+    ss = data.get("sample_size")
+    if not ss:
+        return ""
+    return (
+        "FID at these sizes is mostly sample-size bias: read it against its floor and KID. "
+        "FID floor: the same FID between real images and other real images at the comparison's sizes "
+        f"({FLOOR_RULES.get(ss['floor_rule'], ss['floor_rule'])}); a FID near its floor is as good as the sample "
+        f"can show. FID subset sd: sd of FID over {ss['fid_subsets']} seeded subsets of "
+        f"{ss['fid_subset_fraction']:.0%} of each side, drawn without replacement (min-max in summary.json; those "
+        "FIDs rest on fewer images, so they mostly sit above the full one). KID: unbiased MMD² (cubic polynomial "
+        f"kernel), mean and sd over {ss['kid_subsets']} subsets of min(n_real, n_generated, "
+        f"{ss['kid_subset_size']}) images; it has no sample-size bias (near 0 or negative: no difference this sample "
+        "can show). KID floor: the same for the floor's real images. Precision / recall (Kynkäänniemi et al.) and "
+        f"density / coverage (Naeem et al.), k = {ss['prdc_k']}. NN-train ratio: median distance of the generated "
+        "images to their nearest training image of the class, over the same for the real test images (well below "
+        "1: copies of training images); Closer than test p5: the fraction of generated images nearer a training "
+        "image than the closest 5% of test images (about 0.05 without copying). Draws seeded by evaluate.seed = "
+        f"{ss['seed']}."
+    )
+
+
 def _fmt(col: str, value) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "–"
     if isinstance(value, float):
         key = col.lower()
-        accuracy = key.startswith(("acc", "real test", "real_test", "real acc"))
-        digits = 4 if key.startswith(("lpips", "1-cos", "dist")) else 3 if accuracy else 2
+        fraction = ("precision", "recall", "density", "coverage", "closer")
+        accuracy = key.startswith(("acc", "real test", "real_test", "real acc", *fraction))
+        digits = 4 if key.startswith(("lpips", "1-cos", "dist", "kid")) else 3 if accuracy else 2
         return f"{value:.{digits}f}"
     return str(value)
 
@@ -197,15 +252,20 @@ def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
         f"Real reference: real {summary['data']['real_split']} images of the same class. "
         "Backbones and settings: summary.json `backbones`.\n" + pairs_note(summary)
     )
+    reading = sample_size_note(summary["data"])
+    note += f"\n{reading}\n" if reading else ""
     fid_columns = tuple(c for c in classes.columns if c.startswith("FID"))
     write_text(out_dir / "class_metrics.md", to_markdown(classes, fid_columns) + note)
     levels_df = level_table(summary, levels)
     _write_csv(levels_df, out_dir / "level_metrics.csv")
     write_text(
         out_dir / "level_metrics.md",
-        to_markdown(levels_df)
+        to_markdown(levels_df, tuple(c for c in levels_df.columns if c.startswith("FID")))
         + "\nFID per taxon (lineage prefix at that level) with >= 2 images on both sides, averaged over taxa; "
-        "accuracy and BioCLIP over all generated images (BioCLIP prompt cut at that level).\n",
+        "accuracy and BioCLIP over all generated images (BioCLIP prompt cut at that level).\n"
+        f"{DAGGER} the mean includes FIDs over fewer than {n_min} images on a side (evaluate.min_images_for_fid; "
+        "how many taxa: # small-sample taxa): biased and unstable. FID floor and KID: the same per taxon, averaged "
+        "over the taxa with FID (class_metrics.md says what they are).\n",
     )
     rarity = rarity_table(summary, levels)
     _write_csv(rarity, out_dir / "rarity_metrics.csv")
@@ -239,7 +299,8 @@ def _metric_row(counts: dict, entry: dict, names: list[str], scale) -> dict:
            "scale": scale}
     for name in names:  # backbone sections, the numbers only (no pair counts, no descriptions)
         values = entry.get(name) or {}
-        row[name] = {k: values[k] for k in ("fid", "lpips", "score", "dist", "acc") if k in values}
+        row[name] = {k: values[k] for k in ("fid", "fid_floor", "kid", "precision", "recall", "lpips", "score", "dist",
+                                            "acc") if k in values}
     row["fid_small_sample"] = counts.get("fid_small_sample", False)
     return row
 

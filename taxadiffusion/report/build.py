@@ -19,7 +19,15 @@ import pandas as pd
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import read_json, write_text
 from taxadiffusion.figures import FIGURE_FILES, FIGURES_FILE, PREVIEW_GLOB
-from taxadiffusion.metrics.tables import DAGGER, RARITY_NOTE, _fmt, class_table, level_table, rarity_table
+from taxadiffusion.metrics.tables import (
+    DAGGER,
+    RARITY_NOTE,
+    _fmt,
+    class_table,
+    level_table,
+    rarity_table,
+    sample_size_note,
+)
 from taxadiffusion.report.charts import bar_chart, curves_chart, level_accuracy_chart, read_curve
 
 CSS = """
@@ -136,6 +144,10 @@ def _summary(summary: dict, run: dict | None, prepared: dict | None) -> str:
         f"({', '.join(levels)}); the probe's accuracy on real test images is the ceiling to read it against.",
         "1-cos (probe): mean cosine distance of real/generated pairs of a class (lower: closer).",
         f"{DAGGER}: a FID over fewer than {data['min_images_for_fid']} images on a side, biased and unstable.",
+        "At small sizes a FID is mostly sample-size bias, so read it against its <b>FID floor</b> (the same FID "
+        "between real images and other real images of the class at the same sizes: what the sample size alone "
+        "adds) and against <b>KID</b>, which has no sample-size bias (0 or below: no difference this sample "
+        "can show).",
     ]
     return ("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul><p><b>How to read the numbers</b></p><ul>"
             + "".join(f"<li>{h}</li>" for h in how) + "</ul>")
@@ -143,9 +155,11 @@ def _summary(summary: dict, run: dict | None, prepared: dict | None) -> str:
 
 def _classes(summary: dict, levels: list[str]) -> str:
     classes = class_table(summary, levels)
+    reading = sample_size_note(summary["data"])
     return (_html_table(classes, tuple(c for c in classes.columns if c.startswith("FID")))
             + _note(f"{DAGGER} FID over fewer than {summary['data']['min_images_for_fid']} images on one side "
-                    "(<code>evaluate.min_images_for_fid</code>): biased and unstable."))
+                    "(<code>evaluate.min_images_for_fid</code>): biased and unstable.")
+            + (_note(html.escape(reading)) if reading else ""))
 
 
 def _levels(summary: dict, levels: list[str]) -> str:
@@ -153,7 +167,10 @@ def _levels(summary: dict, levels: list[str]) -> str:
     real = [summary["overall"]["probe"].get("real_test_acc", {}).get(lv) for lv in levels]
     chart = _figure(level_accuracy_chart(levels, gen, real), "per-level accuracy",
                     "Probe top-1 accuracy per level: generated images (blue) next to the real test images (grey).")
-    return _html_table(level_table(summary, levels)) + chart
+    table = level_table(summary, levels)
+    note = _note(f"{DAGGER} the mean over taxa includes FIDs over fewer than {summary['data']['min_images_for_fid']} "
+                 "images on a side (how many: <i># small-sample taxa</i>): biased and unstable.")
+    return _html_table(table, tuple(c for c in table.columns if c.startswith("FID"))) + note + chart
 
 
 def _overall(summary: dict, levels: list[str]) -> str:
