@@ -87,11 +87,12 @@ def test_plots_csv_and_markdown_escape_hostile_class_names(tmp_path):
     assert not any(n.startswith(".") or "<" in n for n in metric_files)
 
 
-def test_markdown_cell_escapes_pipes_newlines_and_html():
+def test_markdown_cell_escapes_for_markdown_not_html():
     table = pd.DataFrame({"Class name": ["a|b", "line\nbreak", "<b>x</b>"], "FID": [1.0, 2.0, 3.0]})
     md = to_markdown(table)
     assert md.count("\n") == 5
-    assert markdown_cell("a|b") == "a\\|b" and "<" not in markdown_cell("<b>")
+    assert markdown_cell("a|b") == "a\\|b" and markdown_cell("<b>") == "\\<b>" and markdown_cell("A & B") == "A \\& B"
+    assert markdown_cell(">20") == ">20" and "&gt;" not in md and "&lt;" not in md  # was &gt;20 in rarity_metrics.md
 
 
 # ---- 7: corrupt caches are recomputed, a corrupt probe is a one-line error ---------------------------------
