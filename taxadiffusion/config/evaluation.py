@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from taxadiffusion.config.checks import check_choice, check_float, check_int, check_list, check_str
-from taxadiffusion.config.vocab import BACKBONES, BIOCLIP_PROMPTS
+from taxadiffusion.config.vocab import BACKBONES, BIOCLIP_PROMPTS, EVAL_PROTOCOLS
 
 
 @dataclass
@@ -42,6 +42,7 @@ class EvaluateConfig:
     bioclip_zeroshot_prompt: str  # tree_of_life | template (the zero-shot accuracy's prompts)
     min_images_for_fid: int
     real_split: str  # test | train+test
+    protocol: str  # heldout | authors (the co-author's scripts: every real image, 512 px stretch, their pairs)
     batch_size: int
     grid_species: int
     seed: int  # the draws below (KID subsets, FID subsets, the floor's real sample)
@@ -63,6 +64,7 @@ class EvaluateConfig:
         check_choice("evaluate.bioclip_zeroshot_prompt", self.bioclip_zeroshot_prompt, BIOCLIP_PROMPTS)
         check_int("evaluate.min_images_for_fid", self.min_images_for_fid, 2)
         check_choice("evaluate.real_split", self.real_split, ("test", "train+test"))
+        check_choice("evaluate.protocol", self.protocol, EVAL_PROTOCOLS)
         check_int("evaluate.batch_size", self.batch_size, 1)
         check_int("evaluate.grid_species", self.grid_species, 0)
         check_int("evaluate.seed", self.seed, 0)

@@ -30,6 +30,9 @@ INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2
 # original TF FID code (= torchmetrics with antialias=False; its default antialias=True gives other numbers).
 INCEPTION_RESIZE = ("tf1-bilinear-299 (torch-fidelity interpolate_bilinear_2d_like_tensorflow1x; "
                     "torchmetrics antialias=False)")
+# evaluate.protocol: authors (the co-author's fid/calculate_fid.py): pytorch-fid's InceptionV3 input path, the image
+# (stretched to 512) resized to 299 with F.interpolate(bilinear, align_corners=False) in [0, 1], then 2x - 1.
+PYTORCH_FID_RESIZE = "pytorch-fid: F.interpolate bilinear to 299 (align_corners=False, no antialias), [0, 1] -> [-1, 1]"
 LOAD_ERRORS = (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError)
 
 
@@ -76,7 +79,8 @@ class InceptionBackbone:
 
     name = "inception"
 
-    def __init__(self, weights: Optional[str] = None, param: str = "evaluate.inception_weights"):
+    def __init__(self, weights: Optional[str] = None, param: str = "evaluate.inception_weights",
+                 pytorch_fid: bool = False):
         path = resolve_weights(param, weights, "Inception weights", INCEPTION_URL)
         import torch_fidelity
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -93,12 +97,14 @@ class InceptionBackbone:
         self.net.to(self.device)
         path = path or str(hub_cached(INCEPTION_URL) or INCEPTION_URL)
         self.weights = path
-        self.cache_id = f"inception|pool3|tf1|{sha256_file(path, 16) if Path(path).is_file() else path}"
+        self.pytorch_fid = pytorch_fid
+        mode = "pytorch-fid" if pytorch_fid else "tf1"
+        self.cache_id = f"inception|pool3|{mode}|{sha256_file(path, 16) if Path(path).is_file() else path}"
         self.info = {
             "metric": "FID",
             "impl": f"torch-fidelity {torch_fidelity.__version__} FeatureExtractorInceptionV3 (as in torchmetrics FID)",
             "features": "pool3, 2048-d",
-            "resize": INCEPTION_RESIZE,
+            "resize": PYTORCH_FID_RESIZE if pytorch_fid else INCEPTION_RESIZE,
             "input": "uint8 RGB at the generation resolution (real images resized to it with Lanczos)",
             "weights": path,
         }
@@ -110,5 +116,28 @@ class InceptionBackbone:
         out = []
         for start in tqdm(range(0, len(images), batch_size), desc="inception", leave=False):
             x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
-            out.append(self.net(x.to(self.device))[0].double().cpu().numpy())
+            x = x.to(self.device)
+            pool3 = pytorch_fid_pool3(self.net, x) if self.pytorch_fid else self.net(x)[0]
+            out.append(pool3.double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 2048))
+
+
+INCEPTION_BODY = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+                  "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+                  "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")
+
+
+def inception_body(net, x: torch.Tensor) -> torch.Tensor:
+    """torch-fidelity's InceptionV3 from its first convolution to pool3 (its ``forward`` after the resize and the
+    normalisation), on an already normalised ``[N, 3, 299, 299]`` float batch -> ``[N, 2048]``."""
+    for name in INCEPTION_BODY:
+        x = getattr(net, name)(x)
+    return torch.flatten(x, 1).to(torch.float32)
+
+
+def pytorch_fid_pool3(net, images: torch.Tensor) -> torch.Tensor:
+    """Pool3 features the pytorch-fid way (``PYTORCH_FID_RESIZE``) of uint8 ``[N, 3, H, W]`` images: the same
+    2015 TF Inception weights and graph, pytorch-fid's input resize and scaling instead of torch-fidelity's."""
+    x = images.to(net.feature_extractor_internal_dtype) / 255.0
+    x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    return inception_body(net, 2 * x - 1)

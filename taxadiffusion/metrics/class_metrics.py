@@ -14,11 +14,12 @@ from functools import cached_property
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
 from taxadiffusion.metrics.inputs import Inputs
 from taxadiffusion.metrics.pairing import (
-    HELDOUT,
     Pairs,
+    batch_mean,
     cosine_distance,
     diversity_pairs,
     make_pairs,
@@ -26,6 +27,7 @@ from taxadiffusion.metrics.pairing import (
     taxon_groups,
 )
 from taxadiffusion.metrics.probe import level_accuracy
+from taxadiffusion.metrics.protocol import AUTHORS, AUTHORS_LPIPS_BATCH, compare_size
 from taxadiffusion.metrics.rarity import hit_rates
 from taxadiffusion.metrics.sample_size import Sides, class_reading
 from taxadiffusion.metrics.stats import fid_or_none, finite_mean
@@ -64,7 +66,9 @@ class Collected:
 class ClassImages:
     """One class: its generated and real image indices (sorted by key), the generated images decoded, the real ones
     decoded on first use, and which of them are compared (``pairing``: generated vs real, and the diversity pairs
-    within each side)."""
+    within each side). ``generated`` / ``real`` are at the protocol's comparison size (``protocol``); ``native`` /
+    ``real_native`` at the generation size, which the probe and BioCLIP always see (the same arrays under
+    ``heldout``)."""
 
     name: str
     gidx: list[int]
@@ -73,6 +77,9 @@ class ClassImages:
     real_hash: str  # the real-data version in the feature cache's keys
     real_keys: list[str]
     decode_real: Callable[[], np.ndarray]
+    decode_native: Callable[[], np.ndarray]  # the generated images at the generation size
+    native_hash: str  # real_hash at the generation size
+    decode_real_native: Callable[[], np.ndarray]
     pairs: Pairs  # generated vs real (positions in gidx / ridx)
     div_gen: tuple[np.ndarray, np.ndarray]  # diversity pairs of generated images (positions in gidx)
     div_real: tuple[np.ndarray, np.ndarray]  # the same of the real images (positions in ridx)
@@ -80,6 +87,14 @@ class ClassImages:
     @cached_property
     def real(self) -> np.ndarray:
         return self.decode_real()
+
+    @cached_property
+    def native(self) -> np.ndarray:
+        return self.decode_native()
+
+    @cached_property
+    def real_native(self) -> np.ndarray:
+        return self.real if self.native_hash == self.real_hash else self.decode_real_native()
 
     @property
     def n_pair(self) -> int:
@@ -100,14 +115,19 @@ class ClassFeatures:
 
 def class_images(inp: Inputs, cls: str, gidx: list[int]) -> ClassImages:
     ridx = inp.real_classes.get(cls, [])
+    size, resample, tag = compare_size(inp.cfg, inp.gen_size)  # evaluate.protocol (metrics/protocol.py)
     # The real-data version: content of this class's reference images, at the resolution they are compared.
-    real_hash = inp.real.content_hash(ridx) + f"|{inp.gen_size[0]}x{inp.gen_size[1]}"
+    content = inp.real.content_hash(ridx)
+    real_hash, native_hash = content + f"|{size[0]}x{size[1]}{tag}", content + f"|{inp.gen_size[0]}x{inp.gen_size[1]}"
     gen_lineages, real_lineages = [inp.gen.lineages[i] for i in gidx], [inp.real.lineages[i] for i in ridx]
     groups, cap = taxon_groups(gen_lineages), inp.cfg.diversity_pairs
-    return ClassImages(name=cls, gidx=gidx, ridx=ridx, generated=inp.gen.decode(gidx, inp.gen_size),
+    generated = inp.gen.decode(gidx, size, resample)
+    return ClassImages(name=cls, gidx=gidx, ridx=ridx, generated=generated,
                        real_hash=real_hash, real_keys=[inp.real.keys[i] for i in ridx],
-                       decode_real=lambda: inp.real.decode(ridx, inp.gen_size),
-                       pairs=make_pairs(gen_lineages, real_lineages, HELDOUT),
+                       decode_real=lambda: inp.real.decode(ridx, size, resample),
+                       decode_native=lambda: generated if real_hash == native_hash else inp.gen.decode(gidx),
+                       native_hash=native_hash, decode_real_native=lambda: inp.real.decode(ridx, inp.gen_size),
+                       pairs=make_pairs(gen_lineages, real_lineages, inp.cfg.protocol),
                        div_gen=diversity_pairs(groups, cap, f"{cls}|generated"),
                        div_real=diversity_pairs(real_groups(groups, real_lineages), cap, f"{cls}|real"))
 
@@ -134,21 +154,25 @@ def class_entry(inp: Inputs, acc: Collected, images: ClassImages) -> dict:
 
 
 def class_features(inp: Inputs, images: ClassImages, backbone) -> ClassFeatures:
-    bs = inp.cfg.batch_size
-    real = inp.cache.features(backbone.name, backbone.cache_id, images.name, images.real_hash, images.real_keys,
-                              lambda: backbone.features(images.real, bs))
-    generated = backbone.features(images.generated, bs)
+    bs, own = inp.cfg.batch_size, backbone is inp.bb.probe  # the probe: at the generation size (ClassImages)
+    real = inp.cache.features(backbone.name, backbone.cache_id, images.name,
+                              images.native_hash if own else images.real_hash, images.real_keys,
+                              lambda: backbone.features(images.real_native if own else images.real, bs))
+    generated = backbone.features(images.native if own else images.generated, bs)
     return ClassFeatures(backbone, real, generated, _train_features(inp, images, backbone))
 
 
 def _train_features(inp: Inputs, images: ClassImages, backbone) -> np.ndarray:
     """The class's real train images in ``backbone``'s features, through the same cache as the reference (its own
-    ``<backbone>-train/`` folder; decoded only on a miss)."""
+    ``<backbone>-train/`` folder; decoded only on a miss), at the size the backbone compares (``class_features``)."""
     tidx = inp.train_classes.get(images.name, [])
-    train_hash = inp.train.content_hash(tidx) + f"|{inp.gen_size[0]}x{inp.gen_size[1]}|train"
+    size, resample, tag = compare_size(inp.cfg, inp.gen_size)
+    if backbone is inp.bb.probe:
+        size, resample, tag = tuple(inp.gen_size), Image.LANCZOS, ""
+    train_hash = inp.train.content_hash(tidx) + f"|{size[0]}x{size[1]}{tag}|train"
     return inp.cache.features(f"{backbone.name}-train", backbone.cache_id, images.name, train_hash,
                               [inp.train.keys[i] for i in tidx],
-                              lambda: backbone.features(inp.train.decode(tidx, inp.gen_size), inp.cfg.batch_size))
+                              lambda: backbone.features(inp.train.decode(tidx, size, resample), inp.cfg.batch_size))
 
 
 def feature_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: ClassFeatures) -> dict:
@@ -170,7 +194,7 @@ def _probe_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: Clas
     the predictions for the generated and the real images go into ``acc``."""
     probe, levels, pairs = inp.bb.probe, inp.levels, images.pairs
     d = cosine_distance(feats.real[pairs.real], feats.generated[pairs.gen])
-    rows = {"generated": feats.generated, "real": feats.real}
+    rows = {"generated": feats.generated, "real": feats.real}  # probe features: at the generation size
     diversity = _diversity(acc, probe.name, images, lambda side, a, b: cosine_distance(rows[side][a], rows[side][b]))
     pred = probe.predict_features(feats.generated)
     gen_acc = level_accuracy(pred, probe.labels([inp.gen.lineages[i] for i in images.gidx]), levels)
@@ -198,7 +222,9 @@ def _lpips_metrics(inp: Inputs, acc: Collected, images: ClassImages, metric) -> 
     pixels = {"generated": lambda: images.generated, "real": lambda: images.real}
     diversity = _diversity(acc, metric.name, images,
                            lambda side, a, b: metric.indexed(pixels[side](), pixels[side](), a, b, bs))
-    return {"lpips": finite_mean(values), "pairs": len(pairs), "diversity": diversity}
+    # authors: lpips.py's average, a mean of per-batch means (metrics/protocol.py)
+    value = batch_mean(values, AUTHORS_LPIPS_BATCH) if inp.cfg.protocol == AUTHORS else finite_mean(values)
+    return {"lpips": value, "pairs": len(pairs), "diversity": diversity}
 
 
 def _diversity(acc: Collected, name: str, images: ClassImages, distance: Callable) -> dict:
@@ -217,7 +243,7 @@ def _bioclip_metrics(inp: Inputs, acc: Collected, images: ClassImages) -> dict:
     """BioCLIP score of the generated images with their lineage's prompt; every depth's scores (prompt cut at
     that level) go into ``acc`` for the per-level table, the full lineage's mean is the class's score."""
     bioclip, depths = inp.bb.bioclip, len(inp.levels)
-    emb = bioclip.image_embeddings(images.generated, inp.cfg.batch_size)
+    emb = bioclip.image_embeddings(images.native, inp.cfg.batch_size)
     lineages = [inp.gen.lineages[i] for i in images.gidx]
     for depth in range(1, depths + 1):
         acc.bioclip_level.setdefault(depth, np.zeros(len(inp.gen)))[images.gidx] = bioclip.scores(emb, lineages, depth)
@@ -235,7 +261,7 @@ def _zeroshot_metrics(inp: Inputs, acc: Collected, images: ClassImages, emb) -> 
     for key, hits in (("top1", top1), ("top5", top5)):
         acc.zeroshot.setdefault(key, np.full((len(inp.gen), n_levels), -1, np.int8))[images.gidx] = hits
     test = [k for k, i in enumerate(images.ridx) if inp.real.splits[i] == "test"]
-    real_emb = inp.bb.bioclip.image_embeddings(images.real[test], inp.cfg.batch_size) if test else emb[:0]
+    real_emb = inp.bb.bioclip.image_embeddings(images.real_native[test], inp.cfg.batch_size) if test else emb[:0]
     real1, real5 = zs.hits(real_emb, [inp.real.lineages[images.ridx[k]] for k in test])
     acc.zeroshot_real.update(zip((images.ridx[k] for k in test), zip(real1, real5)))
     return {"top1": hit_rates(top1, levels), "top5": hit_rates(top5, levels), "n_real_test": len(test),

@@ -62,9 +62,11 @@ class ImageSet:
     def by_class(self) -> dict[str, list[int]]:
         return {k[0]: v for k, v in self.groups(0).items()}
 
-    def decode(self, idx: Sequence[int], size: Optional[tuple[int, int]] = None) -> np.ndarray:
-        """Decode ``idx`` to ``[N, H, W, 3]`` uint8. ``size`` (W, H) resizes with Lanczos; without it every image
-        is brought to the first one's size (a set is expected to have one resolution)."""
+    def decode(self, idx: Sequence[int], size: Optional[tuple[int, int]] = None,
+               resample: int = Image.LANCZOS) -> np.ndarray:
+        """Decode ``idx`` to ``[N, H, W, 3]`` uint8. ``size`` (W, H) resizes with ``resample`` (Lanczos; a
+        non-square size stretches); without it every image is brought to the first one's size (a set is expected
+        to have one resolution)."""
         arrays = []
         for i in idx:
             src = self.sources[i]
@@ -75,7 +77,7 @@ class ImageSet:
             if size is None:
                 size = img.size
             if img.size != tuple(size):
-                img = img.resize(tuple(size), Image.LANCZOS)
+                img = img.resize(tuple(size), resample)
             arrays.append(np.asarray(img, dtype=np.uint8))
         if not arrays:
             w, h = size or (1, 1)

@@ -2,10 +2,12 @@
 
 Per class (docs/method.md §5, "one FID/LPIPS/BioCLIP computed over the pooled images of each class"):
 - Fréchet distance in each feature backbone's space (Inception pool3 = FID; probe penultimate features),
-  real reference = real images of the class from ``evaluate.real_split`` (test, or train+test), read against the
+  real reference = real images of the class from ``evaluate.real_split`` (test, or train+test; every real image
+  under ``evaluate.protocol: authors``, the co-author's evaluation scripts: ``protocol``), read against the
   real-vs-real FID floor, KID ± sd, a FID interval from subsets, precision / recall / density / coverage and a
   memorisation check against the class's real train images (``sample_size``, ``kid``, ``manifold``);
-- LPIPS, real_i vs generated_i (``lpips_metric``), and the probe's paired 1-cos distance under the same rule;
+- LPIPS (``lpips_metric``) and the probe's 1-cos of generated-vs-real pairs within species, and the within-species
+  diversity of each side (``pairing``);
 - BioCLIP score (``bioclip``) and BioCLIP's zero-shot top-1 / top-5 per level over the dataset's species, for the
   generated images and the real test images (``zeroshot``);
 - probe top-1 accuracy per level of generated images for the taxon they were drawn for, overall also split by
@@ -29,10 +31,12 @@ from tqdm import tqdm
 from taxadiffusion.config import EvaluateConfig
 from taxadiffusion.core.files import staged_outputs, write_json
 from taxadiffusion.metrics.class_metrics import Collected, class_entry, class_images
-from taxadiffusion.metrics.data import ImageSet
+from taxadiffusion.metrics.data import ImageSet, read_index
 from taxadiffusion.metrics.grids import write_grids
 from taxadiffusion.metrics.inputs import EvaluatePaths, Inputs, load_inputs
 from taxadiffusion.metrics.pooled import overall, per_level
+from taxadiffusion.metrics.protocol import describe as describe_protocol
+from taxadiffusion.metrics.protocol import reference_splits
 from taxadiffusion.metrics.sample_size import settings as sample_size_settings
 from taxadiffusion.metrics.tables import write_tables
 from taxadiffusion.metrics.zeroshot import attach as attach_zeroshot
@@ -54,6 +58,8 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) -> di
         acc.grids[cls] = _grid_picks(inp.gen, gidx, inp.real, images.ridx, cfg.grid_species)
     summary = {"backbones": inp.bb.info(), "data": _data_section(inp, acc), "overall": overall(inp, acc),
                "per_class": acc.per_class, "per_level": per_level(inp, acc)}
+    # the real images' preprocessing (the authors' protocol stretches; dataset.preprocess: resize does it too)
+    summary["data"]["shards_preprocess"] = read_index(paths.shards, levels).get("preprocess")
     out_dir = Path(paths.out)
     with staged_outputs(out_dir) as staging:  # all of them or none: a failure leaves the earlier outputs whole
         write_json(staging / "summary.json", summary)
@@ -69,7 +75,8 @@ def _data_section(inp: Inputs, acc: Collected) -> dict:
     their generated images with: counted, up to 20 named)."""
     gen_classes, real_classes, manifest = inp.gen_classes, inp.real_classes, inp.manifest
     return {
-        "real_split": inp.cfg.real_split,
+        "real_split": "+".join(reference_splits(inp.cfg)),  # the reference's splits (evaluate.protocol)
+        **describe_protocol(inp.cfg, inp.gen_size),
         "n_generated": len(inp.gen),
         "n_real": sum(len(real_classes.get(c, [])) for c in gen_classes),
         "generation_resolution": list(inp.gen_size),

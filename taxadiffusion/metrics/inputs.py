@@ -13,9 +13,10 @@ import pandas as pd
 
 from taxadiffusion.config import EvaluateConfig
 from taxadiffusion.metrics.cache import FeatureCache
-from taxadiffusion.metrics.data import REAL_SPLITS, ImageSet, read_generated, read_plan, read_real
-from taxadiffusion.metrics.pairing import DIVERSITY, HELDOUT, RULES
+from taxadiffusion.metrics.data import ImageSet, read_generated, read_plan, read_real
+from taxadiffusion.metrics.pairing import DIVERSITY, RULES
 from taxadiffusion.metrics.probe import load_probe
+from taxadiffusion.metrics.protocol import AUTHORS, AUTHORS_LPIPS_BATCH, reference_splits
 from taxadiffusion.metrics.rarity import train_counts
 
 
@@ -46,7 +47,7 @@ class Backbones:
             "resolution": self.probe.config["resolution"],
             "weights": str(Path(probe_dir) / "probe.safetensors"),
             "real_test_acc": {lv: v["acc"] for lv, v in self.probe.config.get("test_acc", {}).items()},
-            "pairing": RULES[HELDOUT],
+            "pairing": RULES[cfg.protocol],
             "diversity": f"1-cos, {DIVERSITY}",
         }
         # The pretrained backbones are imported only when asked for: torch-fidelity, lpips and open_clip
@@ -54,7 +55,7 @@ class Backbones:
         if "inception" in asked:
             from taxadiffusion.metrics.backbones import InceptionBackbone
 
-            self.features.append(InceptionBackbone(cfg.inception_weights))
+            self.features.append(InceptionBackbone(cfg.inception_weights, pytorch_fid=cfg.protocol == AUTHORS))
         nets = sorted({n for n in ("vgg", "alex") if n in asked} | ({cfg.lpips_net} if "lpips" in asked else set()))
         self.lpips = []
         if nets:
@@ -64,7 +65,10 @@ class Backbones:
                 # evaluate.lpips_weights is the trunk file of evaluate.lpips_net.
                 weights = cfg.lpips_weights if net == cfg.lpips_net else None
                 self.lpips.append(LPIPSMetric(net, weights))
-                self.lpips[-1].info.update(pairing=RULES[HELDOUT], diversity=f"LPIPS, {DIVERSITY}")
+                self.lpips[-1].info.update(pairing=RULES[cfg.protocol], diversity=f"LPIPS, {DIVERSITY}")
+                if cfg.protocol == AUTHORS:
+                    self.lpips[-1].info.update(resolution="512 x 512, stretched (PIL bilinear)",
+                                               average=f"mean of per-batch means, {AUTHORS_LPIPS_BATCH} pairs a batch")
         self.bioclip = None
         self.zeroshot = None  # BioCLIP as a classifier over the shards' species (metrics/zeroshot.py attach)
         if "bioclip" in asked:
@@ -89,7 +93,7 @@ class Inputs:
     bb: Backbones
     gen: ImageSet
     manifest: pd.DataFrame  # generate's manifest.csv (its sampler settings go to summary.json ``data``)
-    real: ImageSet  # the reference: the ``evaluate.real_split`` images of the shards
+    real: ImageSet  # the reference: the ``evaluate.real_split`` images of the shards (``authors``: train + test)
     plan: Optional[pd.DataFrame]  # generate's plan.csv, when there is one (per-class ``capped``)
     n_train: Counter  # training images per taxon, for the accuracy by rarity
     cache: FeatureCache
@@ -107,7 +111,7 @@ class Inputs:
 def load_inputs(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) -> Inputs:
     bb = Backbones(cfg, levels, paths.probe)  # first: missing weights fail before the images are read
     gen, manifest = read_generated(paths.generated, levels)
-    real = read_real(paths.shards, REAL_SPLITS[cfg.real_split], levels)
+    real = read_real(paths.shards, reference_splits(cfg), levels)  # evaluate.protocol, evaluate.real_split
     plan = read_plan(paths.generated)
     n_train = train_counts(paths.shards, levels)
     train = _train_split(real, paths.shards, levels)

@@ -70,8 +70,12 @@ def pairs_note(summary: dict) -> str:
     """What the pairs are, and the drawn species left without a real image (summary.json ``data``)."""
     data = summary["data"]
     missing = data.get("species_without_real") or {}
-    note = ("Pairs (LPIPS, 1-cos): each generated image with a real image of its own species; div.: mean distance "
-            "of two images of the same species, generated next to real (higher: more diverse).")
+    if data.get("protocol") == "authors":
+        note = "Pairs (LPIPS, 1-cos): real_i with generated_i within each species, min(n_real, n_generated) of them"
+    else:
+        note = "Pairs (LPIPS, 1-cos): each generated image with a real image of its own species"
+    note += ("; div.: mean distance of two images of the same species, generated next to real (higher: more "
+             "diverse).")
     if missing.get("species"):
         note += (f" {missing['species']} drawn species ({missing['images']} generated images) without a real "
                  f"{data['real_split']} image: not paired; listed in summary.json `data.species_without_real`.")

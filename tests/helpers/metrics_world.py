@@ -116,6 +116,12 @@ def write_world(root: Path, real: list, generated: list, res: int = 16) -> tuple
                 sink.write({"__key__": f"{key:09d}", "png": png(image), "json": json.dumps(meta).encode()})
         index[split] = {"shards": [f"{split}/shard-000000.tar"], "count": len(rows)}
     (shards / "index.json").write_text(json.dumps(index))
+    return shards, write_generated_set(root, generated)
+
+
+def write_generated_set(root: Path, generated: list) -> Path:
+    """``root/generated`` in the generate layout from ``[(lineage, uint8 image)]`` (image i of a taxon is its i-th
+    entry): PNGs and manifest.csv."""
     gen, rows, seen = root / "generated", [], {}
     for lineage, image in generated:
         taxon = seen.setdefault(tuple(lineage), len(seen))
@@ -126,4 +132,22 @@ def write_world(root: Path, real: list, generated: list, res: int = 16) -> tuple
         rows.append({**dict(zip(LEVELS, lineage)), "taxon": taxon, "index": i, "path": rel, "seed": i,
                      "sampler": "pndm", "steps": 10, "guidance": "taxaguide", "scale": 6.0})
     pd.DataFrame(rows).to_csv(gen / "manifest.csv", index=False)
-    return shards, gen
+    return gen
+
+
+def write_fishnet_images(root: Path, size: tuple[int, int] = (40, 30)) -> Path:
+    """The images tests/fixtures/fishnet_sample.csv names (``<Folder>/<basename of image>``, FishNet's layout), one
+    colour per species plus noise, ``size`` (W, H) wide (not square: a stretch and a crop differ); the rows whose
+    image is meant to be missing (``Satru_missing``, ``Satru_bad``) or outside the root (``..``) get none."""
+    table = pd.read_csv(Path(__file__).resolve().parents[1] / "fixtures" / "fishnet_sample.csv", dtype=str,
+                        keep_default_na=False)
+    for i, row in enumerate(table.itertuples(index=False)):
+        name = row.image.rsplit("/", 1)[-1]
+        if row.Folder == ".." or name.startswith(("Satru_missing", "Satru_bad")):
+            continue
+        rng = np.random.default_rng(i)
+        colour = np.random.default_rng(sum(map(ord, row.species.strip() or "none"))).integers(0, 256, 3)
+        image = (colour + rng.normal(0, 25, (size[1], size[0], 3))).clip(0, 255).astype(np.uint8)
+        (root / row.Folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / row.Folder / name, quality=95)
+    return root
