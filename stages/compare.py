@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.comparison.table import compare
+from taxadiffusion.comparison.table import TableSetting, compare
 
 
 def main(args, params) -> None:
-    table = compare(params.methods, params.level_names, args.methods_dir, args.out)
+    setting = TableSetting(params.dataset.name, params.dataset.resolution, params.model.preset,
+                           params.model.pretrained, params.train.steps)
+    table = compare(params.methods, params.level_names, args.methods_dir, args.out, setting)
     logging.info("%s", table.to_string(index=False))
 
 

@@ -172,7 +172,7 @@ def test_baseline_budget_equal_or_the_papers():
 
 def test_methods_table_says_which_budget_trained_the_baselines(tmp_path):
     from taxadiffusion.comparison.sample import METHOD_FILE, SamplePaths, sample_method
-    from taxadiffusion.comparison.table import compare
+    from taxadiffusion.comparison.table import TableSetting, compare
     from taxadiffusion.comparison.train import train_method
     from taxadiffusion.config import Experiment
     from taxadiffusion.training.train import TrainPaths
@@ -199,13 +199,25 @@ def test_methods_table_says_which_budget_trained_the_baselines(tmp_path):
     (methods / "lora").mkdir()
     (methods / "lora" / "summary.json").write_text(json.dumps(summary))
     (methods / "lora" / METHOD_FILE).write_text(json.dumps({"method": "lora", "train_steps": 150, "budget": "paper"}))
-    table = compare(["taxadiffusion", "sd", "lora"], LEVELS, methods, tmp_path / "metrics")
+    synthetic = TableSetting("synthetic", 32, "tiny", "assets/tiny-base", 150)
+    table = compare(["taxadiffusion", "sd", "lora"], LEVELS, methods, tmp_path / "metrics", synthetic)
     assert table["train steps"].tolist() == [cfg.steps * len(LEVELS), 0, 150]
     text = (tmp_path / "metrics" / "methods.md").read_text()
     assert "Baseline budget (train.baseline_budget: paper; lora): the paper's (Table S1)" in text
+    # the table states its own setting; the paper's column only where the paper has numbers for the dataset
+    assert "Setting: dataset `synthetic` at 32 px, base model the shipped tiny base, 150 training steps" in text
+    assert "paper FishNet" not in text and "FishNet only, so it has no column here" in text
+    bioscan = TableSetting("bioscan1m", 512, "sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", 250_000)
+    assert "paper FishNet FID / LPIPS / BioCLIP" not in compare(["lora"], LEVELS, methods, tmp_path / "b", bioscan)
+    text = (tmp_path / "b" / "methods.md").read_text()
+    assert "paper FishNet" not in text and "`bioscan1m` at 512 px, base model sd15" in text
+    fishnet = TableSetting("fishnet", 512, "sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", 250_000)
+    table = compare(["lora"], LEVELS, methods, tmp_path / "f", fishnet)
+    assert table["paper FishNet FID / LPIPS / BioCLIP"].tolist() == ["43.91 / 0.7574 / 7.61"]
+    assert "The paper column: FishNet, SD1.5 at 512 px" in (tmp_path / "f" / "methods.md").read_text()
     (methods / "lora" / METHOD_FILE).unlink()
     with pytest.raises(UserError, match=r"lora/method.json: missing; run `dvc repro method@lora`"):
-        compare(["lora"], LEVELS, methods, tmp_path / "metrics")
+        compare(["lora"], LEVELS, methods, tmp_path / "metrics", synthetic)
 
 
 # ---------------------------------------------------------------------------------------------- model.pretrained
