@@ -186,8 +186,8 @@ def train_probe(train_images: np.ndarray, train_lineages: list[tuple], levels: l
         loss.backward()
         opt.step()
         sched.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        # this step's loss (it was the loss of up to 50 steps ago); tqdm redraws at its own pace
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     seconds = time.time() - start  # logged only: a time in config.json would make models/probe's hash differ per run
     log.info("probe: %d steps in %.1f s (final loss %.3f)", cfg.steps, seconds,
              loss.item() if cfg.steps else float("nan"))
