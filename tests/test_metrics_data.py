@@ -61,3 +61,15 @@ def test_corrupt_image_and_level_mismatch_are_user_errors(tmp_path):
     with pytest.raises(UserError, match=r"index.json: levels .* differ from params.yaml levels"):
         read_real(shards, ["test"], ["class", "species"])
 
+
+
+def test_grid_labels_wrap_long_binomials_instead_of_cutting_them():
+    """The sample grids cut names at 24 characters ("Hydrolagus macrophthalmu"); they wrap now."""
+    from taxadiffusion.metrics.grids import _label_lines, make_grid
+
+    assert _label_lines("Hydrolagus macrophthalmus", 5) == ["Hydrolagus", "macrophthalmus"]
+    assert _label_lines("Carcharhinus amblyrhynchoides", 1) == ["Carcharhinus..."]  # a visible cut when it must
+    lines = _label_lines("A" * 60, 2)
+    assert len(lines) == 2 and lines[-1].endswith("...")
+    tiles = np.zeros((2, 16, 16, 3), np.uint8)
+    assert make_grid([("Hydrolagus macrophthalmus", tiles, tiles)], (16, 16)).height > 64

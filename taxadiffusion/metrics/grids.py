@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,18 @@ LABEL_W = 150
 HEADER_H = 16
 GAP = 10  # between the generated and the real block
 PAD = 2  # between tiles
+LINE_H = 11  # a line of the default bitmap font
+LABEL_CHARS = 24  # characters of the default font that fit in LABEL_W
+
+
+def _label_lines(label: str, max_lines: int) -> list[str]:
+    """``label`` wrapped at word boundaries (long words broken) into at most ``max_lines`` lines; a name that still
+    does not fit ends in an ellipsis, so a cut is visible."""
+    lines = textwrap.wrap(str(label), width=LABEL_CHARS, break_long_words=True) or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: LABEL_CHARS - 3] + "..."  # ASCII: the bitmap font draws no ellipsis
+    return lines
 
 
 def _tile_size(size: tuple[int, int]) -> int:
@@ -44,7 +57,11 @@ def make_grid(rows: list[tuple[str, np.ndarray, np.ndarray]], size: tuple[int, i
     draw.text((LABEL_W + per_row * step + GAP + 2, 2), "real", fill="black", font=font)
     for r, (label, gen, real) in enumerate(rows):
         y = HEADER_H + r * step
-        draw.text((4, y + tile // 2 - 6), label[:24], fill="black", font=font)
+        # the whole name, wrapped to the label column (it was cut at 24 characters: "Hydrolagus macrophthalmu")
+        lines = _label_lines(label, max(1, tile // LINE_H))
+        top = y + max(0, (tile - LINE_H * len(lines)) // 2)
+        for i, line in enumerate(lines):
+            draw.text((4, top + i * LINE_H), line, fill="black", font=font)
         for k, t in enumerate(_tiles(gen, tile)):
             canvas.paste(t, (LABEL_W + k * step, y))
         for k, t in enumerate(_tiles(real, tile)):
