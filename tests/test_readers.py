@@ -177,6 +177,18 @@ def test_table_reader_unknown_map_key_and_missing_column(tmp_path):
         _read(name="table", metadata=str(path), columns={})
 
 
+def test_table_reader_names_a_column_that_differs_only_by_case(tmp_path):
+    """Column names match exactly; a header name that differs only by case is pointed at, with the fix."""
+    path = tmp_path / "ann.csv"
+    path.write_text("Image,Class,order,family,genus,Species\na/1.png,A,B,C,D,D e\n")
+    with pytest.raises(UserError) as exc:
+        _read(name="table", metadata=str(path), columns={})
+    assert "column names match case-sensitively: map 'image' -> 'Image', 'class' -> 'Class', 'species' -> " \
+           "'Species' with dataset.columns" in str(exc.value) and "\n" not in str(exc.value)
+    df, _ = _read(name="table", metadata=str(path), columns={"image": "Image", "class": "Class", "species": "Species"})
+    assert df.iloc[0]["species"] == "D e"
+
+
 def test_synthetic_is_the_table_reader_with_a_fixed_map(tmp_path):
     path = tmp_path / "annotations.csv"
     path.write_text("image,class,order,family,genus,species\nA/x.png,A,B,C,D,D e\n")

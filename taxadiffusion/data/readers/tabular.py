@@ -113,7 +113,12 @@ def missing_columns_error(path: Path, missing: list[str], header: list[str], hin
     shown = ", ".join(repr(h) for h in header[:_MAX_HEADER_SHOWN])
     more = f", ... ({len(header)} in all)" if len(header) > _MAX_HEADER_SHOWN else ""
     which = ", ".join(repr(m) for m in missing)
-    return UserError(f"{path}: line 1 (header): missing required column(s) {which}{hint}; the header has {shown}{more}")
+    # column names match exactly, case included (docs/datasets.md): point at a header name that differs only by case
+    folded = {h.casefold(): h for h in header}
+    near = [f"{m!r} -> {folded[m.casefold()]!r}" for m in missing if m.casefold() in folded]
+    case = (f"; column names match case-sensitively: map {', '.join(near)} with dataset.columns" if near else "")
+    return UserError(f"{path}: line 1 (header): missing required column(s) {which}{hint}; the header has {shown}{more}"
+                     f"{case}")
 
 
 def _field_count_error(path: Path, bad: list, delimiter: str, quoted: bool, n_header: int) -> UserError:
