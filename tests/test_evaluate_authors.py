@@ -98,3 +98,8 @@ def test_both_protocols_on_a_fishnet_shaped_table(fishnet, inception, tmp_path, 
     assert sum(b["n_images"] for b in ceiling.values()) == 4
     note = (tmp_path / "m" / "class_metrics.md").read_text()
     assert ("real_i with generated_i within each species" in note) == authors
+    from taxadiffusion.report.build import build_report
+
+    page = build_report(tmp_path / "m", tmp_path / "index.html").read_text()
+    assert ("<code>evaluate.protocol: authors</code>, the co-author's evaluation scripts" in page) == authors
+    assert "# pairs" in page and "1-cos div. generated (probe)" in page

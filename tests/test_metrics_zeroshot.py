@@ -107,3 +107,9 @@ def test_evaluate_reports_zero_shot_accuracy_and_its_ceiling(world, clip, tmp_pa
     assert rarity.loc["6-20", "Acc species top-1 (bioclip-v1)"] == pytest.approx(overall["top1"]["species"])
     assert rarity.loc["6-20", "Real acc genus top-1 (bioclip-v1)"] == pytest.approx(overall["real_test_top1"]["genus"])
     assert "| Acc species top-1 (bioclip-v1) |" in (tmp_path / "metrics" / "rarity_metrics.md").read_text()
+    # the report: the columns, and how to read them
+    from taxadiffusion.report.build import build_report
+
+    page = build_report(tmp_path / "metrics", tmp_path / "index.html").read_text()
+    assert "Acc species top-1 (bioclip-v1)" in page and "Real acc genus top-1 (bioclip-v1)" in page
+    assert "BioCLIP zero-shot over the dataset's 5 species of the shards" in page

@@ -176,7 +176,9 @@ RARITY_NOTE = (
     "at the default target level); bucket 0 (only when present): taxa without a training image. Accuracy: the "
     "probe's top-1 per level over the bucket's generated images (a taxon the probe never saw is not scored). "
     "Real acc: the same probe on the real test images of the bucket's taxa (test images only, whatever the "
-    "reference: the probe trained on the others), the ceiling a generated image's score is read against.\n"
+    "reference: the probe trained on the others), the ceiling a generated image's score is read against. "
+    "Columns with (bioclip-...), when BioCLIP ran: its zero-shot top-1 over the dataset's species, the same way "
+    "(summary.json also has top-5 and every level).\n"
 )
 
 

@@ -25,6 +25,7 @@ from taxadiffusion.metrics.tables import (
     _fmt,
     class_table,
     level_table,
+    pairs_note,
     rarity_table,
     sample_size_note,
 )
@@ -132,7 +133,8 @@ def _summary(summary: dict, run: dict | None, prepared: dict | None) -> str:
     elif run:
         items.append(f"<b>Data</b>: <code>{html.escape(run['dataset'])}</code> (no prepare report given).")
     items.append(f"<b>Generated</b>: {data['n_generated']} images of the test taxa{_sampling_note(data)}; compared "
-                 f"with {data['n_real']} real images (split <code>{html.escape(data['real_split'])}</code>).")
+                 f"with {data['n_real']} real images (split <code>{html.escape(data['real_split'])}</code>"
+                 f"{_protocol_note(data)}).")
     names = ", ".join(f"<code>{html.escape(n)}</code> ({html.escape(str(b.get('metric', '')))})"
                       for n, b in summary["backbones"].items())
     items.append(f"<b>Backbones</b>: {names}.")
@@ -142,7 +144,9 @@ def _summary(summary: dict, run: dict | None, prepared: dict | None) -> str:
         "paper's Inception FID.",
         f"Acc &lt;level&gt; (probe): how often the probe puts a generated image in its intended taxon at that level "
         f"({', '.join(levels)}); the probe's accuracy on real test images is the ceiling to read it against.",
-        "1-cos (probe): mean cosine distance of real/generated pairs of a class (lower: closer).",
+        "1-cos (probe), LPIPS: mean distance of generated/real pairs of a class (lower: closer); "
+        + html.escape(pairs_note(summary).strip()),
+        *_zeroshot_how(summary),
         f"{DAGGER}: a FID over fewer than {data['min_images_for_fid']} images on a side, biased and unstable.",
         "At small sizes a FID is mostly sample-size bias, so read it against its <b>FID floor</b> (the same FID "
         "between real images and other real images of the class at the same sizes: what the sample size alone "
@@ -151,6 +155,26 @@ def _summary(summary: dict, run: dict | None, prepared: dict | None) -> str:
     ]
     return ("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul><p><b>How to read the numbers</b></p><ul>"
             + "".join(f"<li>{h}</li>" for h in how) + "</ul>")
+
+
+def _protocol_note(data: dict) -> str:
+    """", protocol authors: ..." when evaluate.protocol is not the default (docs/method.md §5 "Two protocols")."""
+    if data.get("protocol") != "authors":
+        return ""
+    size = "x".join(str(s) for s in data.get("comparison_size", []))
+    return (f"; <code>evaluate.protocol: authors</code>, the co-author's evaluation scripts: every real image of the "
+            f"class, images stretched to {size}, their LPIPS pairs")
+
+
+def _zeroshot_how(summary: dict) -> list[str]:
+    """How to read BioCLIP's zero-shot accuracy, when it ran."""
+    zs = [b["zeroshot"] for b in summary["backbones"].values() if "zeroshot" in b]
+    if not zs:
+        return []
+    return [f"Acc top-1 / top-5 (bioclip): BioCLIP zero-shot over the dataset's {html.escape(zs[0]['candidates'])} "
+            f"(prompts <code>{html.escape(str(zs[0]['prompt_example']))}</code>; a coarser level sums the species' "
+            "probabilities): how often a generated image's own taxon is BioCLIP's first / among its five first "
+            "guesses; the same on the real test images (real test acc) is the ceiling."]
 
 
 def _classes(summary: dict, levels: list[str]) -> str:
@@ -177,9 +201,11 @@ def _overall(summary: dict, levels: list[str]) -> str:
     rows = []
     for name, values in summary["overall"].items():
         for key, value in values.items():
-            if value == {} or key in ("acc_by_rarity", "real_acc_by_rarity"):  # their own table, below
+            if value == {} or key in ("acc_by_rarity", "real_acc_by_rarity", "zeroshot"):  # tables of their own
                 continue
-            if isinstance(value, dict):
+            if key == "diversity":
+                value = ", ".join(f"{k} {_fmt('1-cos', v)}" for k, v in value.items())
+            elif isinstance(value, dict):
                 value = ", ".join(f"{k} {_fmt('Acc', v)}" for k, v in value.items())
             rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(key)}</td>"
                         f"<td>{html.escape(_fmt(key, value))}</td></tr>")
@@ -187,8 +213,8 @@ def _overall(summary: dict, levels: list[str]) -> str:
     rarity = rarity_table(summary, levels)
     if rarity.empty:
         return table
-    return (table + "<h3>Probe accuracy by species rarity</h3>" + _html_table(rarity)
-            + f"<p class='note'>{html.escape(RARITY_NOTE.strip())}</p>")
+    return (table + "<h3>Probe accuracy by species rarity (BioCLIP zero-shot too, when it ran)</h3>"
+            + _html_table(rarity) + f"<p class='note'>{html.escape(RARITY_NOTE.strip())}</p>")
 
 
 def _training(train_dir: Path | None, levels: list[str]) -> str:
