@@ -102,3 +102,16 @@ def test_diversity_is_seeded_and_capped(noisy, tmp_path):
     assert full["generated"] > 0 and full["real"] > 0
     overall = runs[2]["overall"]["probe"]["diversity"]
     assert overall["pairs_generated"] == 5 * 15 and overall["generated"] > 0
+
+
+def test_lazy_images_decode_what_decode_does(noisy):
+    """The real reference is decoded a batch at a time (data.LazyImages): the same pixels as ImageSet.decode."""
+    from taxadiffusion.metrics.data import read_real
+
+    shards, _, _ = noisy
+    real = read_real(shards, ["test"], LEVELS)
+    idx = [3, 0, 7, 5]
+    lazy = real.lazy(idx, (24, 24))
+    full = real.decode(idx, (24, 24))
+    assert len(lazy) == 4 and np.array_equal(lazy[1:3], full[1:3]) and np.array_equal(lazy[[2, 0, 2]], full[[2, 0, 2]])
+    assert lazy[np.zeros(0, int)].shape == (0, 24, 24, 3)

@@ -1,8 +1,9 @@
 """Per-class metrics of the ``evaluate`` stage (one ``summary.json`` ``per_class`` entry per class), and what
 the pass over the classes keeps for the pooled and per-level metrics (:class:`Collected`).
 
-Each class's images are decoded once: the generated ones up front, the real reference only when a backbone's
-cached features miss or an LPIPS net needs the pixels (:class:`ClassImages`). Metrics computed from a
+Each class's generated images are decoded once, up front; the real reference (and the train images) a batch at a
+time, only when a backbone's cached features miss or an LPIPS net needs the pixels (:class:`ClassImages`,
+``data.LazyImages``: a paper-scale class's real images at 512 px do not fit in memory decoded). Metrics computed from a
 backbone's features (real from the cache, generated fresh) all go through :func:`feature_metrics`; the
 pixel-space ones (LPIPS, BioCLIP) have one function each.
 """
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from taxadiffusion.metrics.data import LazyImages
 from taxadiffusion.metrics.inputs import Inputs
 from taxadiffusion.metrics.pairing import (
     Pairs,
@@ -65,7 +67,7 @@ class Collected:
 @dataclass
 class ClassImages:
     """One class: its generated and real image indices (sorted by key), the generated images decoded, the real ones
-    decoded on first use, and which of them are compared (``pairing``: generated vs real, and the diversity pairs
+    decoded when indexed, and which of them are compared (``pairing``: generated vs real, and the diversity pairs
     within each side). ``generated`` / ``real`` are at the protocol's comparison size (``protocol``); ``native`` /
     ``real_native`` at the generation size, which the probe and BioCLIP always see (the same arrays under
     ``heldout``)."""
@@ -76,16 +78,16 @@ class ClassImages:
     generated: np.ndarray
     real_hash: str  # the real-data version in the feature cache's keys
     real_keys: list[str]
-    decode_real: Callable[[], np.ndarray]
+    decode_real: Callable[[], LazyImages]  # decoded a batch at a time (a paper-scale reference does not fit decoded)
     decode_native: Callable[[], np.ndarray]  # the generated images at the generation size
     native_hash: str  # real_hash at the generation size
-    decode_real_native: Callable[[], np.ndarray]
+    decode_real_native: Callable[[], LazyImages]
     pairs: Pairs  # generated vs real (positions in gidx / ridx)
     div_gen: tuple[np.ndarray, np.ndarray]  # diversity pairs of generated images (positions in gidx)
     div_real: tuple[np.ndarray, np.ndarray]  # the same of the real images (positions in ridx)
 
     @cached_property
-    def real(self) -> np.ndarray:
+    def real(self) -> LazyImages:
         return self.decode_real()
 
     @cached_property
@@ -93,7 +95,7 @@ class ClassImages:
         return self.decode_native()
 
     @cached_property
-    def real_native(self) -> np.ndarray:
+    def real_native(self) -> LazyImages:
         return self.real if self.native_hash == self.real_hash else self.decode_real_native()
 
     @property
@@ -124,9 +126,9 @@ def class_images(inp: Inputs, cls: str, gidx: list[int]) -> ClassImages:
     generated = inp.gen.decode(gidx, size, resample)
     return ClassImages(name=cls, gidx=gidx, ridx=ridx, generated=generated,
                        real_hash=real_hash, real_keys=[inp.real.keys[i] for i in ridx],
-                       decode_real=lambda: inp.real.decode(ridx, size, resample),
+                       decode_real=lambda: inp.real.lazy(ridx, size, resample),
                        decode_native=lambda: generated if real_hash == native_hash else inp.gen.decode(gidx),
-                       native_hash=native_hash, decode_real_native=lambda: inp.real.decode(ridx, inp.gen_size),
+                       native_hash=native_hash, decode_real_native=lambda: inp.real.lazy(ridx, inp.gen_size),
                        pairs=make_pairs(gen_lineages, real_lineages, inp.cfg.protocol),
                        div_gen=diversity_pairs(groups, cap, f"{cls}|generated"),
                        div_real=diversity_pairs(real_groups(groups, real_lineages), cap, f"{cls}|real"))
@@ -172,7 +174,7 @@ def _train_features(inp: Inputs, images: ClassImages, backbone) -> np.ndarray:
     train_hash = inp.train.content_hash(tidx) + f"|{size[0]}x{size[1]}{tag}|train"
     return inp.cache.features(f"{backbone.name}-train", backbone.cache_id, images.name, train_hash,
                               [inp.train.keys[i] for i in tidx],
-                              lambda: backbone.features(inp.train.decode(tidx, size, resample), inp.cfg.batch_size))
+                              lambda: backbone.features(inp.train.lazy(tidx, size, resample), inp.cfg.batch_size))
 
 
 def feature_metrics(inp: Inputs, acc: Collected, images: ClassImages, feats: ClassFeatures) -> dict:

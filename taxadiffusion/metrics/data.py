@@ -84,6 +84,10 @@ class ImageSet:
             return np.zeros((0, h, w, 3), np.uint8)
         return np.stack(arrays)
 
+    def lazy(self, idx: Sequence[int], size: tuple[int, int], resample: int = Image.LANCZOS) -> LazyImages:
+        """``idx`` decoded on access (:class:`LazyImages`), at ``size`` with ``resample`` as :meth:`decode`."""
+        return LazyImages(self, list(idx), tuple(size), resample)
+
     def content_hash(self, idx: Sequence[int]) -> str:
         """Hash of the keys, lineages and encoded bytes of ``idx``: the real-data version in cache keys."""
         h = hashlib.sha256()
@@ -95,6 +99,22 @@ class ImageSet:
 
     def image_size(self) -> tuple[int, int]:
         return tuple(self.decode([0]).shape[2:0:-1]) if len(self) else (0, 0)
+
+
+class LazyImages:
+    """Images of an :class:`ImageSet` decoded when indexed, so a set too large to hold decoded (a paper-scale class's
+    real images at 512 px: tens of GB) is read a batch at a time: ``len()``, and ``[slice]`` or ``[positions]`` give
+    the decoded ``[N, H, W, 3]`` uint8 array (:meth:`ImageSet.decode`)."""
+
+    def __init__(self, images: ImageSet, idx: list[int], size: tuple[int, int], resample: int):
+        self.images, self.idx, self.size, self.resample = images, idx, size, resample
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, key) -> np.ndarray:
+        picked = self.idx[key] if isinstance(key, slice) else [self.idx[int(k)] for k in np.asarray(key).reshape(-1)]
+        return self.images.decode(picked, self.size, self.resample)
 
 
 def read_index(shards_dir: str | Path, levels: list[str]) -> dict:
