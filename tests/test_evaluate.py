@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from helpers.stages import run_repo_stage, run_stage_here
 from taxadiffusion.metrics.evaluate import EvaluatePaths, evaluate
 from taxadiffusion.metrics.probe import fit_probe_on_shards
 
+REPO = Path(__file__).resolve().parents[1]
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
 
@@ -248,3 +250,18 @@ def test_accuracy_by_rarity_buckets(tmp_path):
     (tmp_path / "shards" / "train" / "shard-000000.tar").write_bytes(b"not a tar")
     with pytest.raises(UserError, match=r"shard-000000.tar: cannot read train shard"):
         train_counts(tmp_path / "shards", LEVELS)
+
+
+def test_the_headline_file_is_the_pooled_row_and_the_only_dvc_metrics(world, tmp_path):
+    """`dvc exp show` had a column per class and key (214 in all): only the pooled row is declared as metrics now;
+    the per-class rows stay files (metrics/classes, `dvc metrics show metrics/classes`)."""
+    import yaml
+
+    root, shards, gen, probe = world
+    out = tmp_path / "metrics"
+    evaluate(metrics_params().evaluate, LEVELS, EvaluatePaths(shards=shards, generated=gen, probe=probe, out=out,
+                                                            cache=tmp_path / "features"))
+    assert (out / "headline.json").read_text() == (out / "classes" / "all.json").read_text()
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]
+    assert stage["metrics"] == [{"metrics/headline.json": {"cache": False}}]
+    assert {"metrics/classes": {"cache": False}} in stage["outs"]

@@ -158,3 +158,14 @@ def test_cli_missing_json_file(tmp_path, monkeypatch, capsys):
         main(["--json", "nope.json"])
     assert capsys.readouterr().err.strip() == \
         "error: nope.json: not found (write it with: dvc exp show --json > nope.json)"
+
+
+def test_collect_reads_the_headline_metrics_file_of_newer_experiments():
+    """evaluate now declares metrics/headline.json (the pooled row) as its DVC metrics; older experiments, like
+    the committed study, have the same row as metrics/classes/all.json: both are read."""
+    doc = exp_show_doc()
+    renamed = json.loads(json.dumps(doc).replace("metrics/classes/all.json", "metrics/headline.json"))
+    table, skipped = collect(renamed)
+    old, _ = collect(doc)
+    assert table["probe.fid"].tolist() == old["probe.fid"].tolist() == [40.0, 30.0, 15.0, 21.0, 19.0]
+    assert skipped["metrics/headline.json computed at another scale"] == 1

@@ -63,7 +63,8 @@ PARAMS_FILE = "params.yaml"
 SEED = "seed"
 MAIN_METHOD = "taxadiffusion"
 MAIN_SUMMARY = "metrics/summary.json"
-CLASSES_ALL = "metrics/classes/all.json"
+HEADLINE_FILE = "metrics/headline.json"  # evaluate's DVC metrics: the pooled row
+CLASSES_ALL = "metrics/classes/all.json"  # the same row, as experiments before headline.json declared it
 ONE_SETTING = "(one setting)"
 
 Reader = Callable[[str, str], Optional[str]]
@@ -95,9 +96,15 @@ def _method_metrics(method: str, rev: str, data: dict, read: Reader) -> tuple[Op
             return None, f"{path} not a summary"
         if isinstance(overall, dict):
             return flatten(overall), ""
-    if method == MAIN_METHOD and (row := file_data(data, "metrics", CLASSES_ALL)) is not None:
+    if method == MAIN_METHOD and (row := _pooled_row(data)) is not None:
         return flatten(row), ""
-    return None, f"no {path}" + (f" or {CLASSES_ALL}" if method == MAIN_METHOD else "")
+    return None, f"no {path}" + (f" or {HEADLINE_FILE}" if method == MAIN_METHOD else "")
+
+
+def _pooled_row(data: dict) -> dict | None:
+    """evaluate's pooled row from an experiment's DVC metrics (headline.json, or classes/all.json before it)."""
+    row = file_data(data, "metrics", HEADLINE_FILE)
+    return row if row is not None else file_data(data, "metrics", CLASSES_ALL)
 
 
 def _setting_key(params: dict, ignore: tuple = ()) -> tuple:
@@ -120,9 +127,9 @@ def _experiments(doc: list, include_workspace: bool, skipped: Counter, ignore: t
         if isinstance(seed, bool) or not isinstance(seed, int):
             skipped[f"no integer param {SEED}"] += 1
             continue
-        row = file_data(data, "metrics", CLASSES_ALL)
+        row = _pooled_row(data)
         if row is not None and drawn_at_other_scale(row, as_float(params.get("guidance_scale"))):
-            skipped[f"{CLASSES_ALL} computed at another scale"] += 1
+            skipped["metrics computed at another scale"] += 1
             continue
         found.append({"experiment": revision_name(entry, kind), "rev": str(entry.get("rev") or ""), "kind": kind,
                       "seed": seed, "params": params, "setting": _setting_key(params, ignore), "data": data})

@@ -46,7 +46,8 @@ from taxadiffusion.core.files import atomic_path
 log = logging.getLogger(__name__)
 
 DEFAULT_METRICS = ("probe.fid", "probe.acc.species")
-METRICS_FILE = "metrics/classes/all.json"
+METRICS_FILE = "metrics/headline.json"  # evaluate's DVC metrics (the pooled row)
+LEGACY_METRICS_FILE = "metrics/classes/all.json"  # the same row, as experiments before headline.json declared it
 
 
 def _changed(params: dict, base: dict, param: str, params_file: str) -> list[str]:
@@ -69,7 +70,7 @@ def collect(
     other than ``param`` that differ from the experiment's baseline commit). Returns ``(table, skipped)``."""
     rows, skipped = [], Counter()
     found_metric = {m: False for m in metrics}
-    any_metrics_file: Optional[dict] = None
+    first_read: Optional[tuple[str, dict]] = None  # (file, content) of a metrics file read, for the error below
     for entry, kind, executor, base in revisions(doc, include_workspace):
         rev, name = str(entry.get("rev") or ""), revision_name(entry, kind)
         data, params, why = usable(entry, executor, params_file)
@@ -84,13 +85,15 @@ def collect(
         if scale is None:
             skipped[f"{param} is not a number"] += 1
             continue
-        summary = file_data(data, "metrics", metrics_file)
+        summary, read_from = file_data(data, "metrics", metrics_file), metrics_file
+        if summary is None and metrics_file == METRICS_FILE:
+            summary, read_from = file_data(data, "metrics", LEGACY_METRICS_FILE), LEGACY_METRICS_FILE
         if summary is None:
             skipped[f"no {metrics_file}"] += 1
             continue
-        any_metrics_file = any_metrics_file or summary
+        first_read = first_read or (read_from, summary)
         if drawn_at_other_scale(summary, scale):  # evaluate records the scale the images were drawn at
-            skipped[f"{metrics_file} computed at another scale"] += 1
+            skipped[f"{read_from} computed at another scale"] += 1
             continue
         row = {"experiment": name, "rev": rev, "kind": kind, "baseline": base.get("name") or str(base.get("rev"))[:7],
                param: scale}
@@ -110,9 +113,9 @@ def collect(
         )
     missing = [m for m, ok in found_metric.items() if not ok]
     if missing:
-        avail = ", ".join(numeric_keys(any_metrics_file or {})) or "none"
-        raise UserError(f"{metrics_file}: metric '{missing[0]}' not found in any experiment "
-                        f"(numeric keys: {avail}, ...)")
+        where, content = first_read or (metrics_file, {})
+        avail = ", ".join(numeric_keys(content)) or "none"
+        raise UserError(f"{where}: metric '{missing[0]}' not found in any experiment (numeric keys: {avail}, ...)")
     table = pd.DataFrame(rows).sort_values([param, "kind", "experiment"], kind="stable").reset_index(drop=True)
     return table, skipped
 

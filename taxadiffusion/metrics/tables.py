@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from taxadiffusion.core.files import atomic_dir, atomic_path, write_text
+from taxadiffusion.core.files import atomic_dir, atomic_path, write_json, write_text
 from taxadiffusion.core.names import PathNames
 from taxadiffusion.core.text import markdown_cell, plain_text
 
 DAGGER = "†"
+
+
+HEADLINE = "headline.json"  # metrics/headline.json: the pooled row, the DVC metrics of the stage
 
 
 def _kinds(summary: dict) -> tuple[list[str], list[str], list[str]]:
@@ -248,7 +251,7 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     fid, lp, bio = _kinds(summary)
-    write_class_metrics(summary, out_dir / "classes")
+    write_json(out_dir / HEADLINE, write_class_metrics(summary, out_dir / "classes"))
     n_min = summary["data"]["min_images_for_fid"]
     classes = class_table(summary, levels)
     _write_csv(classes, out_dir / "class_metrics.csv")
@@ -312,10 +315,12 @@ def _metric_row(counts: dict, entry: dict, names: list[str], scale) -> dict:
 
 
 
-def write_class_metrics(summary: dict, out_dir: str | Path) -> Path:
-    """``out_dir/<class>.json`` per class and ``out_dir/all.json`` (all classes pooled): what the ``evaluate``
-    stage declares as DVC metrics, so ``dvc metrics show`` prints the per-class table. The folder is built
-    under a temporary name and swapped in whole: no file of an earlier run (another dataset's class) survives."""
+def write_class_metrics(summary: dict, out_dir: str | Path) -> dict:
+    """``out_dir/<class>.json`` per class and ``out_dir/all.json`` (all classes pooled), the same flat keys in
+    every file (``dvc metrics show metrics/classes`` lines them up as one table). The folder is built under a
+    temporary name and swapped in whole: no file of an earlier run (another dataset's class) survives. Returns the
+    pooled row, which ``evaluate`` also writes as ``metrics/headline.json``: the one file declared as DVC metrics,
+    so ``dvc exp show`` has a few metric columns instead of every class's (docs/architecture.md ``evaluate``)."""
     out_dir = Path(out_dir)
     fid, lp, bio = _kinds(summary)
     names = fid + [n for n in lp + bio if n not in fid]
@@ -332,4 +337,4 @@ def write_class_metrics(summary: dict, out_dir: str | Path) -> Path:
                   "fid_small_sample": summary["data"]["n_generated"] < summary["data"]["min_images_for_fid"]}
         row = _metric_row(totals, summary["overall"], names, scale)
         (tmp / "all.json").write_text(json.dumps(row, indent=2) + "\n")
-    return out_dir
+    return row
