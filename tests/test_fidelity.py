@@ -46,6 +46,7 @@ def _trained_texts(data: dict, out: Path) -> list[list[str]]:
     params = params_from_dict(data)
     P.prepare(params.dataset, params.prepare, params.level_names, out, show_progress=False)
     table = pd.read_parquet(out / "table.parquet")
+    table = table[table["split"] == "train"]  # (each test file gives its species a second image: the test split's)
     lineages = [{lv: r[lv] for lv in params.level_names} for r in table.to_dict("records")]
     cfg = section("train", {**data["train"], "level_dropout": 0.0})
     spec = progressive_spec(cfg, params.level_names, params.level_names[-1])
@@ -61,6 +62,9 @@ def test_fishnet_conditions_the_species_level_on_the_binomial_as_written(tmp_pat
     meta.write_text("\n".join([
         header,
         "0,870,Scorpaenopsis obtusa,https://www.fishbase.se/images/species/Scobt_u0.jpg,6523,Scorpaenopsis,"
+        "Scorpaeninae,Scorpaenidae,Perciformes/Scorpaenoidei,Actinopteri,Osteichthyes,fishbase,Scorpaenidae,4.0,"
+        "benthic,1,0,0,0,0,0,1,0,Perciformes,3",
+        "2,871,Scorpaenopsis obtusa,https://www.fishbase.se/images/species/Scobt_u1.jpg,6523,Scorpaenopsis,"
         "Scorpaeninae,Scorpaenidae,Perciformes/Scorpaenoidei,Actinopteri,Osteichthyes,fishbase,Scorpaenidae,4.0,"
         "benthic,1,0,0,0,0,0,1,0,Perciformes,3",
         "1,5071,,3f2b8c1e-6d7a-4b8e-9a1c-2e5f7d9b0a11.jpg,1224,Zebrasoma,,Acanthuridae,Acanthuriformes,"
@@ -85,7 +89,8 @@ def test_bioscan_conditions_the_species_level_on_the_binomial_as_written(tmp_pat
                 "genus": "Apanteles", "species": "Apanteles leucostigmus", "image_file": "BIOUG71234-B05.jpg",
                 "chunk_number": "42"})
     meta = tmp_path / "BIOSCAN_Insect_Dataset_metadata.tsv"
-    meta.write_text("\t".join(header) + "\n" + "\t".join(row[h] for h in header) + "\n")
+    second = {**row, "sampleid": "BIOUG71234-B06", "processid": "BIOSC777-22", "image_file": "BIOUG71234-B06.jpg"}
+    meta.write_text("\t".join(header) + "\n" + "".join("\t".join(r[h] for h in header) + "\n" for r in (row, second)))
     texts = _trained_texts(_preset("bioscan1m", meta, tmp_path), tmp_path / "out")
     assert texts == [["class: Insecta", "order: Hymenoptera", "family: Braconidae", "genus: Apanteles",
                       "specific_epithet: Apanteles leucostigmus"]]
@@ -96,9 +101,9 @@ def test_inat_conditions_the_species_level_on_the_epithet_alone(tmp_path):
              "family": "Nymphalidae", "genus": "Danaus", "specific_epithet": "plexippus"}
     meta = tmp_path / "train.json"
     meta.write_text(json.dumps({
-        "images": [{"id": 7, "file_name": "train/06451_Animalia_Arthropoda_Insecta_Lepidoptera_Nymphalidae_Danaus_"
-                                          "plexippus/a1.jpg", "width": 40, "height": 30}],
-        "annotations": [{"id": 7, "image_id": 7, "category_id": 6451}],
+        "images": [{"id": i, "file_name": "train/06451_Animalia_Arthropoda_Insecta_Lepidoptera_Nymphalidae_Danaus_"
+                                          f"plexippus/a{i}.jpg", "width": 40, "height": 30} for i in (7, 8)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 6451} for i in (7, 8)],
         "categories": [{"id": 6451, "name": "Danaus plexippus", "common_name": "Monarch",
                         "supercategory": "Insects", **ranks}],
     }))
@@ -113,8 +118,8 @@ def test_synthetic_and_table_condition_on_the_species_as_written(tmp_path, name)
     columns = ["image", "class", "order", "family", "genus", "species"]
     if name == "table":
         columns = ["file", "Klasse", "order", "family", "genus", "species"]
-    meta.write_text(",".join(columns) + "\nimages/Gacisia/Ruvola_zetis_000.png,Gacisia,Lomaformes,Ruvolidae,Ruvola,"
-                    "Ruvola zetis\n")
+    meta.write_text(",".join(columns) + "".join(f"\nimages/Gacisia/Ruvola_zetis_00{i}.png,Gacisia,Lomaformes,Ruvolidae,"
+                                                "Ruvola,Ruvola zetis" for i in (0, 1)) + "\n")
     data = _preset(None, meta, tmp_path)
     data["dataset"]["name"] = name
     if name == "table":
