@@ -66,7 +66,7 @@ class BioCLIPScorer:
     def __init__(self, model_id: str, template: str, levels: Sequence[str], param: str = "evaluate.bioclip_model"):
         import open_clip
 
-        name, pretrained = self._resolve(model_id, param)
+        name, pretrained = resolve_model(model_id, param)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
             self.tokenizer = open_clip.get_tokenizer(name)
@@ -93,23 +93,6 @@ class BioCLIPScorer:
             "prompt_example": lineage_prompt(template, lineage_example[: len(self.levels)], self.levels),
             "preprocess": "open_clip preprocess_val",
         }
-
-    @staticmethod
-    def _resolve(model_id: str, param: str) -> tuple[str, str | None]:
-        if model_id.startswith("hf-hub:"):
-            return model_id, None
-        path = Path(model_id[len("local-dir:") :] if model_id.startswith("local-dir:") else model_id)
-        if path.is_dir():
-            if not (path / "open_clip_config.json").is_file():
-                raise UserError(f"{param}: {path} has no open_clip_config.json "
-                                "(expected an open_clip local-dir model folder)")
-            return f"local-dir:{path}", None
-        if path.is_file() and not model_id.startswith("local-dir:"):
-            return V1_ARCH, str(path)  # a bare BioCLIP v1 checkpoint (.pt / .bin / .safetensors)
-        raise UserError(
-            f"{param}: '{model_id}' not found; set {param}=hf-hub:imageomics/bioclip, local-dir:/path/to/folder "
-            "or /path/to/checkpoint"
-        )
 
     @torch.no_grad()
     def image_embeddings(self, images: np.ndarray, batch_size: int = 32) -> torch.Tensor:
@@ -141,3 +124,22 @@ class BioCLIPScorer:
             return np.zeros(0)
         t = torch.stack([text[p] for p in prompts])
         return (100.0 * (image_emb * t).sum(-1)).double().numpy()
+
+
+def resolve_model(model_id: str, param: str) -> tuple[str, str | None]:
+    """open_clip's (model name, pretrained file) for ``evaluate.bioclip_model`` (``hf-hub:...``, ``local-dir:...``
+    or a checkpoint path): the one rule, used by the scorer and by ``preflight``."""
+    if model_id.startswith("hf-hub:"):
+        return model_id, None
+    path = Path(model_id[len("local-dir:") :] if model_id.startswith("local-dir:") else model_id)
+    if path.is_dir():
+        if not (path / "open_clip_config.json").is_file():
+            raise UserError(f"{param}: {path} has no open_clip_config.json "
+                            "(expected an open_clip local-dir model folder)")
+        return f"local-dir:{path}", None
+    if path.is_file() and not model_id.startswith("local-dir:"):
+        return V1_ARCH, str(path)  # a bare BioCLIP v1 checkpoint (.pt / .bin / .safetensors)
+    raise UserError(
+        f"{param}: '{model_id}' not found; set {param}=hf-hub:imageomics/bioclip, local-dir:/path/to/folder "
+        "or /path/to/checkpoint"
+    )

@@ -56,19 +56,15 @@ class Backbones:
             from taxadiffusion.metrics.backbones import InceptionBackbone
 
             self.features.append(InceptionBackbone(cfg.inception_weights, pytorch_fid=cfg.protocol == AUTHORS))
-        nets = sorted({n for n in ("vgg", "alex") if n in asked} | ({cfg.lpips_net} if "lpips" in asked else set()))
-        self.lpips = []
-        if nets:
-            from taxadiffusion.metrics.lpips_metric import LPIPSMetric
+        from taxadiffusion.metrics.lpips_metric import LPIPSMetric, lpips_nets
 
-            for net in nets:
-                # evaluate.lpips_weights is the trunk file of evaluate.lpips_net.
-                weights = cfg.lpips_weights if net == cfg.lpips_net else None
-                self.lpips.append(LPIPSMetric(net, weights))
-                self.lpips[-1].info.update(pairing=RULES[cfg.protocol], diversity=f"LPIPS, {DIVERSITY}")
-                if cfg.protocol == AUTHORS:
-                    self.lpips[-1].info.update(resolution="512 x 512, stretched (PIL bilinear)",
-                                               average=f"mean of per-batch means, {AUTHORS_LPIPS_BATCH} pairs a batch")
+        self.lpips = []
+        for net, weights in lpips_nets(cfg):  # evaluate.lpips_weights is the trunk file of evaluate.lpips_net
+            self.lpips.append(LPIPSMetric(net, weights))
+            self.lpips[-1].info.update(pairing=RULES[cfg.protocol], diversity=f"LPIPS, {DIVERSITY}")
+            if cfg.protocol == AUTHORS:
+                self.lpips[-1].info.update(resolution="512 x 512, stretched (PIL bilinear)",
+                                           average=f"mean of per-batch means, {AUTHORS_LPIPS_BATCH} pairs a batch")
         self.bioclip = None
         self.zeroshot = None  # BioCLIP as a classifier over the shards' species (metrics/zeroshot.py attach)
         if "bioclip" in asked:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from taxadiffusion.config import EvaluateConfig
 from taxadiffusion.core.device import default_device
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import sha256_file
@@ -29,6 +30,15 @@ NETS = ("vgg", "alex")
 # AlexNet's pooling stack needs ~31 px; images below this size (the 32 px tiny preset, 16 px tests) are
 # upsampled (bilinear) for LPIPS only. At 512 px (SD1.5) nothing changes.
 MIN_SIZE = 64
+
+
+def lpips_nets(cfg: EvaluateConfig) -> list[tuple[str, Optional[str]]]:
+    """(net, weights file) of every LPIPS net ``evaluate`` builds: ``vgg`` / ``alex`` by name, ``lpips`` meaning
+    ``evaluate.lpips_net``; ``evaluate.lpips_weights`` is the trunk file of ``evaluate.lpips_net`` only.
+    The one rule, used by ``evaluate`` (``metrics/inputs.py``) and ``preflight``."""
+    asked = set(cfg.backbones)
+    nets = sorted({n for n in ("vgg", "alex") if n in asked} | ({cfg.lpips_net} if "lpips" in asked else set()))
+    return [(net, cfg.lpips_weights if net == cfg.lpips_net else None) for net in nets]
 
 
 def torchvision_url(net: str) -> str:

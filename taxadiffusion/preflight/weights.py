@@ -18,8 +18,8 @@ from typing import Optional
 from taxadiffusion.config import EvaluateConfig
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.metrics.backbones import INCEPTION_URL, offline, resolve_weights
-from taxadiffusion.metrics.bioclip import BioCLIPScorer
-from taxadiffusion.metrics.lpips_metric import torchvision_url
+from taxadiffusion.metrics.bioclip import resolve_model
+from taxadiffusion.metrics.lpips_metric import lpips_nets, torchvision_url
 
 CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip fetches, in order
 CLIP_CONFIG = "open_clip_config.json"
@@ -48,15 +48,6 @@ def _file_weights(param: str, configured: Optional[str], what: str, url: str) ->
         return [str(exc)]
     problem = checkpoint_problem(path, param) if path else None  # None: online, the library downloads them
     return [problem] if problem else []
-
-
-def lpips_nets(cfg: EvaluateConfig) -> list[tuple[str, Optional[str]]]:
-    """(net, weights file) of every LPIPS net ``evaluate`` builds: ``vgg`` / ``alex`` by name, ``lpips`` meaning
-    ``evaluate.lpips_net``; ``evaluate.lpips_weights`` is the trunk file of ``evaluate.lpips_net`` only.
-    (The rule of ``metrics/inputs.py``, repeated here: it has no function of its own to import.)"""
-    asked = set(cfg.backbones)
-    nets = sorted({n for n in ("vgg", "alex") if n in asked} | ({cfg.lpips_net} if "lpips" in asked else set()))
-    return [(net, cfg.lpips_weights if net == cfg.lpips_net else None) for net in nets]
 
 
 def _hub_clip(repo: str, param: str, model_id: str) -> list[str]:
@@ -91,7 +82,7 @@ def _local_clip(folder: Path, param: str) -> list[str]:
 
 def bioclip_problems(model_id: str, param: str = "evaluate.bioclip_model") -> list[str]:
     try:
-        name, pretrained = BioCLIPScorer._resolve(model_id, param)  # evaluate's own rule for the three forms
+        name, pretrained = resolve_model(model_id, param)  # evaluate's own rule for the three forms
     except UserError as exc:
         return [str(exc)]
     if name.startswith("hf-hub:"):
