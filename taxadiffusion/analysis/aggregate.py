@@ -321,9 +321,7 @@ def parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 1)[1])
     parser.add_argument("--out", default="metrics/seeds.md", help="Markdown table; the CSV goes next to it")
-    parser.add_argument("--json", default=None, help="read this `dvc exp show --json` file instead of running dvc")
-    parser.add_argument("--all-commits", action="store_true", help="experiments of all commits, not only HEAD's")
-    parser.add_argument("--include-workspace", action="store_true", help="also the (uncommitted) workspace row")
+    ExpSource.add_arguments(parser)
     parser.add_argument("--ignore", action="append", default=[], metavar="PARAM",
                         help="a param (and its sub-keys) that does not separate settings, e.g. `--ignore methods` "
                              "to pool experiments that ran different method lists; repeatable")
@@ -337,7 +335,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    run_tool(lambda args: run(args.out, ExpSource(args.json, args.all_commits, args.include_workspace),
+    run_tool(lambda args: run(args.out, ExpSource.from_args(args),
                               ignore=tuple(args.ignore), from_snapshot=args.snapshot,
                               save_snapshot=args.save_snapshot), parser(), argv)
 

@@ -38,6 +38,17 @@ class ExpSource:
     def document(self) -> list:
         return exp_show(self.json_file, self.all_commits, self.cwd)
 
+    @staticmethod
+    def add_arguments(parser) -> None:
+        """The tools' ``--json``, ``--all-commits`` and ``--include-workspace`` (``sweep``, ``aggregate``)."""
+        parser.add_argument("--json", default=None, help="read this `dvc exp show --json` file instead of running dvc")
+        parser.add_argument("--all-commits", action="store_true", help="experiments of all commits, not only HEAD's")
+        parser.add_argument("--include-workspace", action="store_true", help="also the (uncommitted) workspace row")
+
+    @classmethod
+    def from_args(cls, args) -> "ExpSource":
+        return cls(args.json, args.all_commits, args.include_workspace)
+
 
 def exp_show(json_file: Optional[str | Path] = None, all_commits: bool = False, cwd: str | Path = ".") -> list:
     """The ``dvc exp show --json`` document: read from ``json_file`` or from a ``dvc`` subprocess in ``cwd``."""

@@ -174,17 +174,15 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="metrics/guidance_sweep.png", help="plot file; the CSV goes next to it")
     parser.add_argument("--metric", action="append", default=None,
                         help=f"dotted path into the metrics file, repeatable (default: {' '.join(DEFAULT_METRICS)})")
-    parser.add_argument("--json", default=None, help="read this `dvc exp show --json` file instead of running dvc")
+    ExpSource.add_arguments(parser)
     parser.add_argument("--param", default="guidance_scale",
                         help="swept param in params.yaml (default: guidance_scale)")
     parser.add_argument("--metrics-file", default=METRICS_FILE)
-    parser.add_argument("--all-commits", action="store_true", help="experiments of all commits, not only HEAD's")
-    parser.add_argument("--include-workspace", action="store_true", help="also the (uncommitted) workspace row")
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    run_tool(lambda args: sweep(args.out, ExpSource(args.json, args.all_commits, args.include_workspace),
+    run_tool(lambda args: sweep(args.out, ExpSource.from_args(args),
                                 args.metric or DEFAULT_METRICS, args.param, args.metrics_file), parser(), argv)
 
 
