@@ -12,11 +12,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers.metrics_world import LEVELS, metrics_params, write_generated, write_params_yaml, write_shards
+from helpers.metrics_world import (
+    LEVELS,
+    metrics_params,
+    trained_world,
+    write_generated,
+    write_params_yaml,
+    write_shards,
+)
 from helpers.stages import run_repo_stage, run_stage_here
 
 from taxadiffusion.metrics.evaluate import EvaluatePaths, evaluate
-from taxadiffusion.metrics.probe import fit_probe_on_shards
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -25,12 +31,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    shards = write_shards(root)  # 6 train + 3 test images per species; Aves 3 species, Reptilia 2
-    gen = write_generated(root)  # 4 per species
-    params = metrics_params()
-    fit_probe_on_shards(shards, root / "probe", LEVELS, params.probe, params.seed)
-    return root, shards, gen, root / "probe"
+    return trained_world(tmp_path_factory.mktemp("world"))
 
 
 def test_evaluate_stage_cli(world, tmp_path):

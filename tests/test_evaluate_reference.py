@@ -7,10 +7,9 @@ import os
 
 import pytest
 import torch
-from helpers.metrics_world import LEVELS, metrics_params, write_generated, write_shards
+from helpers.metrics_world import LEVELS, metrics_params, trained_world
 
 from taxadiffusion.metrics.evaluate import EvaluatePaths, evaluate
-from taxadiffusion.metrics.probe import fit_probe_on_shards
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
@@ -18,12 +17,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    shards = write_shards(root)  # 6 train + 3 test images per species, 5 species
-    gen = write_generated(root)
-    params = metrics_params()
-    fit_probe_on_shards(shards, root / "probe", LEVELS, params.probe, params.seed)
-    return root, shards, gen, root / "probe"
+    return trained_world(tmp_path_factory.mktemp("world"))
 
 
 def test_real_ceiling_uses_test_images_only_whatever_the_reference(world, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.backbones import IdentityFeatures
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from taxadiffusion.metrics.frechet import GaussianStats, frechet_distance, frechet_from_stats
@@ -12,19 +13,10 @@ from taxadiffusion.metrics.frechet import GaussianStats, frechet_distance, frech
 torch.set_num_threads(1)
 
 
-class Features(torch.nn.Module):
-    """A 'feature extractor' that returns its input: torchmetrics then sees exactly our feature vectors."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.num_features = d
-
-    def forward(self, x):
-        return x
 
 
 def torchmetrics_fid(fa: np.ndarray, fb: np.ndarray) -> float:
-    metric = FrechetInceptionDistance(feature=Features(fa.shape[1]), normalize=True)
+    metric = FrechetInceptionDistance(feature=IdentityFeatures(fa.shape[1]), normalize=True)
     metric.set_dtype(torch.float64)
     metric.update(torch.from_numpy(fa), real=True)
     metric.update(torch.from_numpy(fb), real=False)

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers.metrics_world import LEVELS, metrics_params, write_generated, write_shards
+from helpers.backbones import IdentityFeatures
+from helpers.metrics_world import LEVELS, metrics_params, trained_world
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
@@ -23,7 +24,6 @@ from taxadiffusion.metrics.evaluate import EvaluatePaths, evaluate
 from taxadiffusion.metrics.frechet import frechet_distance
 from taxadiffusion.metrics.kid import kid
 from taxadiffusion.metrics.manifold import class_memorisation, prdc
-from taxadiffusion.metrics.probe import fit_probe_on_shards
 from taxadiffusion.metrics.sample_size import Sides, draw_seed, floor
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -31,15 +31,6 @@ torch.set_num_threads(1)
 REL = 1e-5
 
 
-class Features(torch.nn.Module):
-    """A 'feature extractor' that returns its input: torchmetrics then sees exactly our feature vectors."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.num_features = d
-
-    def forward(self, x):
-        return x
 
 
 def _two_sets(n1: int, n2: int, d: int, seed: int = 0, shift: float = 0.4):
@@ -55,7 +46,7 @@ def test_kid_equals_torchmetrics_kernel_inception_distance():
     """Equal sizes, subsets of the whole set: every subset is the full set, whatever either side draws."""
     fr, fg = _two_sets(40, 40, 32)
     ours = kid(fr, fg, subsets=3, cap=1000, seed=1)
-    metric = KernelInceptionDistance(feature=Features(32), subsets=2, subset_size=40, normalize=True)
+    metric = KernelInceptionDistance(feature=IdentityFeatures(32), subsets=2, subset_size=40, normalize=True)
     metric.set_dtype(torch.float64)
     metric.update(torch.from_numpy(fr), real=True)
     metric.update(torch.from_numpy(fg), real=False)
@@ -87,7 +78,7 @@ def test_kid_over_subsets_equals_torchmetrics_and_torch_fidelity_on_the_same_sub
 @pytest.mark.parametrize("n1,n2,d", [(19, 250, 256), (250, 300, 64)])  # Table S2 sizes (low-rank path) and stats
 def test_fid_equals_torchmetrics_at_table_s2_sizes(n1, n2, d):
     fr, fg = _two_sets(n1, n2, d, seed=3)
-    metric = FrechetInceptionDistance(feature=Features(d), normalize=True)
+    metric = FrechetInceptionDistance(feature=IdentityFeatures(d), normalize=True)
     metric.set_dtype(torch.float64)
     metric.update(torch.from_numpy(fr), real=True)
     metric.update(torch.from_numpy(fg), real=False)
@@ -159,12 +150,7 @@ def test_memorisation_flags_copies_of_training_images():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    shards = write_shards(root)  # 6 train + 3 test images per species; Aves 3 species, Reptilia 2
-    gen = write_generated(root)  # 4 per species
-    params = metrics_params()
-    fit_probe_on_shards(shards, root / "probe", LEVELS, params.probe, params.seed)
-    return shards, gen, root / "probe"
+    return trained_world(tmp_path_factory.mktemp("world"))[1:]  # shards, generated, probe
 
 
 def test_evaluate_writes_the_sample_size_columns_deterministically(world, tmp_path):

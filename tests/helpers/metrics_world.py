@@ -151,3 +151,15 @@ def write_fishnet_images(root: Path, size: tuple[int, int] = (40, 30)) -> Path:
         (root / row.Folder).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(root / row.Folder / name, quality=95)
     return root
+
+
+def trained_world(root: Path) -> tuple[Path, Path, Path, Path]:
+    """``(root, shards, generated, probe)``: the shards (6 train + 3 test images per species; Aves 3 species,
+    Reptilia 2), 4 generated images per species, and the probe trained on the shards."""
+    from taxadiffusion.metrics.probe import fit_probe_on_shards
+
+    shards = write_shards(root)
+    gen = write_generated(root)
+    params = metrics_params()
+    fit_probe_on_shards(shards, root / "probe", LEVELS, params.probe, params.seed)
+    return root, shards, gen, root / "probe"
