@@ -35,7 +35,7 @@ def test_the_repo_params_yaml_builds():
     params = load_params(REPO / "params.yaml")
     assert isinstance(params, Params) and params.level_names == list(DEFAULTS["levels"])
     assert SECTIONS == ["dataset", "synthesize", "prepare", "shard", "model", "train", "generate", "probe", "evaluate",
-                        "figures", "preview"]
+                        "figures", "preview", "compute"]
 
 
 # ------------------------------------------------------------------------------------------------- (a) missing keys
@@ -116,6 +116,16 @@ BAD_VALUES = [
 def test_a_bad_value_is_a_one_line_error_naming_the_key(key, value):
     message = _one_line_error(params_dict({key: value}), key)
     assert "expected" in message, message  # says what would be accepted
+
+
+def test_group_level_is_a_level_at_or_above_the_target_level():
+    # evaluate.group_level names the per-group table's rows (Table S2: class): one of levels, never below the
+    # generated taxa (generate.target_level), never a name another output of metrics/ uses
+    assert make_params({"evaluate.group_level": "order"}).evaluate.group_level == "order"
+    _one_line_error(params_dict({"evaluate.group_level": "kingdom"}), "evaluate.group_level=", "one of class, order")
+    _one_line_error(params_dict({"evaluate.group_level": "species", "generate.target_level": "genus"}),
+                    "evaluate.group_level=", "at or above generate.target_level: one of class, order, family, genus")
+    _one_line_error(params_dict({"evaluate.group_level": "level"}), "evaluate.group_level=", "no other output")
 
 
 def test_level_dropout_bound_follows_the_number_of_levels():

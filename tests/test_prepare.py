@@ -564,7 +564,8 @@ def test_known_ranks_out_of_biological_order_are_a_params_error(tmp_path):
     _assert_one_line_error(run, "levels=", "'kingdom' is listed after 'species'")
     two = {"clade": {"parent": "base"}, "morph": {"parent": "clade"}}  # names it does not know: the data decides
     assert make_params({"levels": two, "generate.target_level": "morph", "figures.embedding_level": "clade",
-                        "prepare.finest_required": "morph"}).level_names == ["clade", "morph"]
+                        "evaluate.group_level": "clade", "prepare.finest_required": "morph"}).level_names == \
+        ["clade", "morph"]
 
 
 def _clades(tmp_path: Path, names: list[str]):
@@ -573,7 +574,7 @@ def _clades(tmp_path: Path, names: list[str]):
     ann = _table(tmp_path, rows, header="image,clade,morph")
     levels = {lv: {"parent": p} for lv, p in zip(names, ["base", *names])}
     return make_params({"levels": levels, "generate.target_level": names[-1], "figures.embedding_level": names[0],
-                        "dataset": {"name": "table", "metadata": str(ann), "images": str(tmp_path)},
+                        "evaluate.group_level": names[0], "dataset": {"name": "table", "metadata": str(ann), "images": str(tmp_path)},
                         "prepare": {"check_images": "none", "finest_required": names[-1]}}), names
 
 

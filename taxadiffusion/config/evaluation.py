@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from taxadiffusion.config.checks import check_choice, check_float, check_int, check_list, check_str
+from taxadiffusion.config.checks import bad, check_choice, check_float, check_int, check_list, check_str
 from taxadiffusion.config.vocab import BACKBONES, BIOCLIP_PROMPTS, EVAL_PROTOCOLS
+
+# Names evaluate.group_level cannot take: metrics/<it>/ or metrics/<it>_metrics.* would be another stage's output
+# (train logs, methods) or another table of evaluate (level_metrics.*, rarity_metrics.*, plots/).
+GROUP_LEVEL_TAKEN = ("level", "rarity", "plots", "train", "methods")
 
 
 @dataclass
@@ -51,6 +55,7 @@ class EvaluateConfig:
     fid_subsets: int
     fid_subset_fraction: float  # in (0, 1]
     prdc_k: int  # k of precision / recall / density / coverage
+    group_level: str  # the level whose taxa are the per-group table's rows (Table S2: class); Params checks it
 
     def __post_init__(self):
         for i, name in enumerate(check_list("evaluate.backbones", self.backbones)):
@@ -74,3 +79,7 @@ class EvaluateConfig:
         self.fid_subset_fraction = check_float("evaluate.fid_subset_fraction", self.fid_subset_fraction, 0.0, 1.0,
                                                lo_open=True)
         check_int("evaluate.prdc_k", self.prdc_k, 1)
+        # metrics/<group_level>/ and metrics/<group_level>_metrics.* sit next to the other outputs in metrics/
+        if check_str("evaluate.group_level", self.group_level) in GROUP_LEVEL_TAKEN:
+            raise bad("evaluate.group_level", self.group_level,
+                      f"a level whose name no other output in metrics/ uses (not one of {list(GROUP_LEVEL_TAKEN)})")
