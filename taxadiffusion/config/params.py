@@ -84,14 +84,14 @@ class Params:
             check_choice(f"methods[{i}]", method, METHOD_NAMES)
         check_choice("generate.target_level", self.generate.target_level, tuple(self.levels))
         check_choice("figures.embedding_level", self.figures.embedding_level, tuple(self.levels))
-        check_choice("prepare.finest_required", self.prepare.finest_required, tuple(self.levels))
-        # Condition dropout drops at most one level per sample with probability p each (docs/method.md §2):
         check_choice("evaluate.group_level", self.evaluate.group_level, tuple(self.levels))
         above = list(self.levels)[: list(self.levels).index(self.generate.target_level) + 1]
         if self.evaluate.group_level not in above:
             # generated images name no taxon below the target level (plan.csv: "None"): one group of everything
             raise bad("evaluate.group_level", self.evaluate.group_level,
                       f"a level at or above generate.target_level: one of {', '.join(above)}")
+        check_choice("prepare.finest_required", self.prepare.finest_required, tuple(self.levels))
+        # Condition dropout drops at most one level per sample with probability p each (docs/method.md §2):
         # that is a distribution only while len(levels) * p <= 1.
         limit = 1.0 / len(self.levels)
         if self.train.level_dropout > limit + 1e-12:
