@@ -1,7 +1,8 @@
-"""Stage `evaluate`: class-level FID / LPIPS / BioCLIP (Table S2) and probe metrics of the generated images.
+"""Stage `evaluate`: FID / LPIPS / BioCLIP per class (Table S2) and probe metrics of the generated images.
 
-Outputs (docs/architecture.md): ``<out>/classes/*.json`` (the DVC metrics), ``summary.json``,
-``class_metrics.csv/.md``, ``level_metrics.csv/.md``, ``plots/*.csv`` and ``plots/grids/<class>.png``;
+Outputs (docs/architecture.md), ``<group>`` being ``evaluate.group_level`` (class: Table S2): ``headline.json``
+(the DVC metrics), ``<out>/<group>/*.json`` (the per-group rows), ``summary.json``, ``<group>_metrics.csv/.md``,
+``level_metrics.csv/.md``, ``rarity_metrics.csv/.md``, ``plots/*.csv`` and ``plots/grids/<taxon>.png``;
 real-image features cached in ``--cache``. The logic is :mod:`taxadiffusion.metrics.evaluate`.
 Run: ``python stages/evaluate.py [--params params.yaml] [--shards data/shards] [--generated data/generated]
 [--probe models/probe] [--out metrics] [--cache data/features]``

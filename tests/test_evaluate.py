@@ -64,8 +64,9 @@ def test_evaluate_stage_cli(world, tmp_path):
     assert "| species |" in (out / "level_metrics.md").read_text()
     assert pd.read_csv(out / "plots" / "class_fid.csv").columns.tolist() == ["class", "fid_probe"]
     assert {p.name for p in (out / "plots" / "grids").glob("*.png")} == {"Aves.png", "Reptilia.png"}
-    # the DVC metrics: one file per class + all classes, same keys, numbers from summary.json
-    rows = {p.name: json.loads(p.read_text()) for p in (out / "classes").iterdir()}
+    # the per-class metrics files (metrics/<evaluate.group_level>/): one per class + all classes, same keys,
+    # numbers from summary.json
+    rows = {p.name: json.loads(p.read_text()) for p in (out / "class").iterdir()}
     assert set(rows) == {"Aves.json", "Reptilia.json", "all.json"}
     assert len({json.dumps(_keys(r)) for r in rows.values()}) == 1
     assert rows["Aves.json"]["probe"]["acc"] == aves["probe"]["acc"] and rows["Aves.json"]["images"] == 12
@@ -255,14 +256,45 @@ def test_accuracy_by_rarity_buckets(tmp_path):
 
 def test_the_headline_file_is_the_pooled_row_and_the_only_dvc_metrics(world, tmp_path):
     """`dvc exp show` had a column per class and key (214 in all): only the pooled row is declared as metrics now;
-    the per-class rows stay files (metrics/classes, `dvc metrics show metrics/classes`)."""
+    the per-class rows stay files (metrics/class, `dvc metrics show metrics/class`: evaluate.group_level)."""
     import yaml
 
     root, shards, gen, probe = world
     out = tmp_path / "metrics"
     evaluate(metrics_params().evaluate, LEVELS, EvaluatePaths(shards=shards, generated=gen, probe=probe, out=out,
                                                             cache=tmp_path / "features"))
-    assert (out / "headline.json").read_text() == (out / "classes" / "all.json").read_text()
+    assert (out / "headline.json").read_text() == (out / "class" / "all.json").read_text()
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]
     assert stage["metrics"] == [{"metrics/headline.json": {"cache": False}}]
-    assert {"metrics/classes": {"cache": False}} in stage["outs"]
+    assert {"metrics/${evaluate.group_level}": {"cache": False}} in stage["outs"]
+
+
+def test_group_level_sets_the_rows_heading_and_files(world, tmp_path):
+    """evaluate.group_level (Table S2: class) names what the per-group table's rows are: here the families of the
+    tiny world (Corvidae, Paridae in Aves; Boidae in Reptilia), through the stage's entry point."""
+    root, shards, gen, probe = world
+    out = tmp_path / "metrics"
+    proc = run_repo_stage("evaluate.py", "--params", write_params_yaml(tmp_path, group_level="family"),
+                          "--shards", shards, "--generated", gen, "--probe", probe, "--out", out,
+                          "--cache", tmp_path / "features", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["group_level"] == "family"
+    assert set(summary["per_class"]) == {"Boidae", "Corvidae", "Paridae"}
+    corvidae = summary["per_class"]["Corvidae"]
+    assert (corvidae["n_generated"], corvidae["n_species"], corvidae["n_real"]) == (8, 2, 6)
+    assert corvidae["capped"] is False and corvidae["probe"]["pairs"] == 8
+    table = pd.read_csv(out / "family_metrics.csv")
+    assert table.columns[0] == "Family name" and "Class name" not in table.columns
+    assert list(table["Family name"]) == ["Boidae", "Corvidae", "Paridae"]  # most generated, then by name
+    assert (out / "family_metrics.md").read_text().startswith("| Family name | # generated images |")
+    assert "Rows: the taxa of family (evaluate.group_level)" in (out / "family_metrics.md").read_text()
+    assert sorted(p.name for p in (out / "family").iterdir()) == ["Boidae.json", "Corvidae.json", "Paridae.json",
+                                                                  "all.json"]
+    assert (out / "headline.json").read_text() == (out / "family" / "all.json").read_text()
+    assert not (out / "class").exists() and not (out / "class_metrics.csv").exists()
+    assert pd.read_csv(out / "plots" / "family_fid.csv").columns.tolist() == ["family", "fid_probe"]
+    assert {p.name for p in (out / "plots" / "grids").glob("*.png")} == {"Boidae.png", "Corvidae.png", "Paridae.png"}
+    # what does not group: the per-level table and the pooled row
+    assert pd.read_csv(out / "level_metrics.csv")["Level"].tolist() == LEVELS
+    assert summary["overall"]["probe"]["acc"]["class"] == 1.0

@@ -574,7 +574,8 @@ def _clades(tmp_path: Path, names: list[str]):
     ann = _table(tmp_path, rows, header="image,clade,morph")
     levels = {lv: {"parent": p} for lv, p in zip(names, ["base", *names])}
     return make_params({"levels": levels, "generate.target_level": names[-1], "figures.embedding_level": names[0],
-                        "evaluate.group_level": names[0], "dataset": {"name": "table", "metadata": str(ann), "images": str(tmp_path)},
+                        "evaluate.group_level": names[0],
+                        "dataset": {"name": "table", "metadata": str(ann), "images": str(tmp_path)},
                         "prepare": {"check_images": "none", "finest_required": names[-1]}}), names
 
 

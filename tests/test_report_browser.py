@@ -19,7 +19,7 @@ import pytest
 from helpers.browser import run_chromium
 from helpers.report import full_report
 
-from taxadiffusion.report.build import SECTIONS
+from taxadiffusion.report.build import SECTIONS, section_titles
 
 CHECK = """<script>
 window.__errors = [];
@@ -57,7 +57,7 @@ def test_report_opens_in_chromium(tmp_path):
     page = full_report(tmp_path)
     result, stderr = open_in_browser(page, tmp_path)
     assert result["sections"] == [sid for sid, _ in SECTIONS]
-    assert result["headings"] == [title for _, title in SECTIONS]
+    assert result["headings"] == [title for _, title in section_titles()]
     assert len(result["images"]) == len(re.findall(r"<img ", page.read_text())) > 0
     broken = [i for i in result["images"] if not i["complete"] or i["width"] <= 0]
     assert not broken, broken

@@ -1,5 +1,6 @@
 """Per-class metrics of the ``evaluate`` stage (one ``summary.json`` ``per_class`` entry per class), and what
-the pass over the classes keeps for the pooled and per-level metrics (:class:`Collected`).
+the pass over the classes keeps for the pooled and per-level metrics (:class:`Collected`). A class is a taxon of
+``evaluate.group_level`` (Table S2: class; the key keeps the paper's name whatever the level).
 
 Each class's generated images are decoded once, up front; the real reference (and the train images) a batch at a
 time, only when a backbone's cached features miss or an LPIPS net needs the pixels (:class:`ClassImages`,
@@ -274,8 +275,11 @@ def _class_counts(inp: Inputs, images: ClassImages) -> dict:
     species = [inp.gen.lineages[i][-1] for i in images.gidx]
     counts = sorted({s: species.count(s) for s in set(species)}.values())
     per = counts[0] if counts[0] == counts[-1] else [counts[0], counts[-1]]
-    capped, plan, top = None, inp.plan, inp.levels[0]
-    if plan is not None and "capped" in plan.columns and top in plan.columns:
-        rows = plan[plan[top] == images.name]["capped"].astype(str).str.lower()
+    # capped: some of the group's taxa were drawn under generate.max_species_per_class (which caps per levels[0])
+    capped, plan, cols = None, inp.plan, inp.levels[: inp.levels.index(inp.cfg.group_level) + 1]
+    if plan is not None and "capped" in plan.columns and set(cols) <= set(plan.columns):
+        # a homonym's row name is its lineage prefix (data.group_names)
+        key = plan[cols].astype(str).agg("/".join, axis=1) if "/" in images.name else plan[cols[-1]]
+        rows = plan[key == images.name]["capped"].astype(str).str.lower()
         capped = bool(rows.isin(["true", "1", "yes"]).any()) if len(rows) else None
     return {"n_generated": len(images.gidx), "n_species": len(counts), "images_per_species": per, "capped": capped}

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -62,6 +63,10 @@ class ImageSet:
     def by_class(self) -> dict[str, list[int]]:
         return {k[0]: v for k, v in self.groups(0).items()}
 
+    def by_group(self, level_index: int, names: dict[tuple, str]) -> dict[str, list[int]]:
+        """:meth:`groups` keyed by the taxa's row names (:func:`group_names`)."""
+        return {names[k]: v for k, v in self.groups(level_index).items()}
+
     def decode(self, idx: Sequence[int], size: Optional[tuple[int, int]] = None,
                resample: int = Image.LANCZOS) -> np.ndarray:
         """Decode ``idx`` to ``[N, H, W, 3]`` uint8. ``size`` (W, H) resizes with ``resample`` (Lanczos; a
@@ -99,6 +104,15 @@ class ImageSet:
 
     def image_size(self) -> tuple[int, int]:
         return tuple(self.decode([0]).shape[2:0:-1]) if len(self) else (0, 0)
+
+
+def group_names(level_index: int, *sets: ImageSet) -> dict[tuple, str]:
+    """The row name of every taxon at ``levels[level_index]`` in ``sets`` (``evaluate.group_level``): its own name,
+    or its lineage prefix joined by "/" when another taxon of that level shares the name (homonyms under different
+    parents). Decided over all the sets together, so a taxon's generated, real and train images share one name."""
+    prefixes = {tuple(lin[: level_index + 1]) for s in sets for lin in s.lineages}
+    uses = Counter(p[-1] for p in prefixes)
+    return {p: p[-1] if uses[p[-1]] == 1 else "/".join(p) for p in prefixes}
 
 
 class LazyImages:

@@ -1,6 +1,7 @@
 """The ``evaluate`` stage: class-level FID / LPIPS / BioCLIP (supplement Table S2) plus probe metrics.
 
-Per class (docs/method.md §5, "one FID/LPIPS/BioCLIP computed over the pooled images of each class"):
+Per class (docs/method.md §5, "one FID/LPIPS/BioCLIP computed over the pooled images of each class"; a class is a
+taxon of ``evaluate.group_level``, Table S2's class by default):
 - Fréchet distance in each feature backbone's space (Inception pool3 = FID; probe penultimate features),
   real reference = real images of the class from ``evaluate.real_split`` (test, or train+test; every real image
   under ``evaluate.protocol: authors``, the co-author's evaluation scripts: ``protocol``), read against the
@@ -52,7 +53,7 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) -> di
     inp = load_inputs(cfg, levels, paths)
     attach_zeroshot(inp)
     acc = Collected.empty(inp)
-    for cls, gidx in tqdm(inp.gen_classes.items(), desc="evaluate classes"):
+    for cls, gidx in tqdm(inp.gen_classes.items(), desc=f"evaluate per {cfg.group_level}"):
         images = class_images(inp, cls, gidx)
         acc.per_class[cls] = class_entry(inp, acc, images)
         acc.grids[cls] = _grid_picks(inp.gen, gidx, inp.real, images.ridx, cfg.grid_species)
@@ -65,8 +66,8 @@ def evaluate(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) -> di
         write_json(staging / "summary.json", summary)
         write_tables(summary, levels, staging)
         write_grids(acc.grids, inp.gen, inp.real, inp.gen_size, staging / "plots" / "grids")
-    log.info("evaluate: %d classes, %d generated images; cache %d hit(s), %d miss(es); wrote %s",
-             len(acc.per_class), len(inp.gen), inp.cache.hits, inp.cache.misses, out_dir)
+    log.info("evaluate: %d taxa of %s, %d generated images; cache %d hit(s), %d miss(es); wrote %s",
+             len(acc.per_class), cfg.group_level, len(inp.gen), inp.cache.hits, inp.cache.misses, out_dir)
     return summary
 
 
@@ -76,6 +77,7 @@ def _data_section(inp: Inputs, acc: Collected) -> dict:
     gen_classes, real_classes, manifest = inp.gen_classes, inp.real_classes, inp.manifest
     return {
         "real_split": "+".join(reference_splits(inp.cfg)),  # the reference's splits (evaluate.protocol)
+        "group_level": inp.cfg.group_level,  # what per_class's keys are taxa of (tables.group_level)
         **describe_protocol(inp.cfg, inp.gen_size),
         "n_generated": len(inp.gen),
         "n_real": sum(len(real_classes.get(c, [])) for c in gen_classes),

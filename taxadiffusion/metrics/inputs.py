@@ -13,7 +13,7 @@ import pandas as pd
 
 from taxadiffusion.config import EvaluateConfig
 from taxadiffusion.metrics.cache import FeatureCache
-from taxadiffusion.metrics.data import ImageSet, read_generated, read_plan, read_real
+from taxadiffusion.metrics.data import ImageSet, group_names, read_generated, read_plan, read_real
 from taxadiffusion.metrics.pairing import DIVERSITY, RULES
 from taxadiffusion.metrics.probe import load_probe
 from taxadiffusion.metrics.protocol import AUTHORS, AUTHORS_LPIPS_BATCH, reference_splits
@@ -27,7 +27,7 @@ class EvaluatePaths:
     shards: Path  # WebDataset shards: the real images and their index.json
     generated: Path  # generated images + manifest.csv (+ plan.csv)
     probe: Path  # the trained probe (stage probe)
-    out: Path  # summary.json, tables, classes/, plots/
+    out: Path  # summary.json, tables, <evaluate.group_level>/, plots/
     cache: Path  # real-image feature cache
 
 
@@ -82,7 +82,8 @@ class Backbones:
 
 @dataclass
 class Inputs:
-    """Everything the metrics are computed from; one per run of the stage."""
+    """Everything the metrics are computed from; one per run of the stage. A "class" here (``gen_classes``,
+    ``per_class``) is a taxon of ``evaluate.group_level``: the class in Table S2, an order when grouped by order."""
 
     cfg: EvaluateConfig
     levels: list[str]
@@ -90,14 +91,14 @@ class Inputs:
     gen: ImageSet
     manifest: pd.DataFrame  # generate's manifest.csv (its sampler settings go to summary.json ``data``)
     real: ImageSet  # the reference: the ``evaluate.real_split`` images of the shards (``authors``: train + test)
-    plan: Optional[pd.DataFrame]  # generate's plan.csv, when there is one (per-class ``capped``)
+    plan: Optional[pd.DataFrame]  # generate's plan.csv, when there is one (per-group ``capped``)
     n_train: Counter  # training images per taxon, for the accuracy by rarity
     cache: FeatureCache
     gen_size: tuple[int, int]  # (W, H) of the generated images: real images are compared at this size
-    gen_classes: dict[str, list[int]]  # class -> generated image indices (sorted: the pairing order)
-    real_classes: dict[str, list[int]]  # class -> real image indices (sorted: the pairing order)
+    gen_classes: dict[str, list[int]]  # group -> generated image indices (sorted: the pairing order)
+    real_classes: dict[str, list[int]]  # group -> real image indices (sorted: the pairing order)
     train: ImageSet  # the real train split: the floor's other real images, the memorisation check's training set
-    train_classes: dict[str, list[int]]  # class -> train image indices (sorted by key)
+    train_classes: dict[str, list[int]]  # group -> train image indices (sorted by key)
 
     def reference(self) -> list[int]:
         """The real images of every generated class: the pooled metrics' reference."""
@@ -111,9 +112,11 @@ def load_inputs(cfg: EvaluateConfig, levels: list[str], paths: EvaluatePaths) ->
     plan = read_plan(paths.generated)
     n_train = train_counts(paths.shards, levels)
     train = _train_split(real, paths.shards, levels)
+    at = levels.index(cfg.group_level)  # Params checked it is one of levels, at or above generate.target_level
+    names = group_names(at, gen, real, train)
     return Inputs(cfg=cfg, levels=levels, bb=bb, gen=gen, manifest=manifest, real=real, plan=plan, n_train=n_train,
-                  cache=FeatureCache(paths.cache), gen_size=gen.image_size(), gen_classes=gen.by_class(),
-                  real_classes=real.by_class(), train=train, train_classes=train.by_class())
+                  cache=FeatureCache(paths.cache), gen_size=gen.image_size(), gen_classes=gen.by_group(at, names),
+                  real_classes=real.by_group(at, names), train=train, train_classes=train.by_group(at, names))
 
 
 def _train_split(real: ImageSet, shards: Path, levels: list[str]) -> ImageSet:

@@ -1,6 +1,8 @@
 """Tables and plot data from ``summary.json``: Table S2 layout per class, a per-level table, the probe accuracy
-by rarity (training images per species), bar-plot CSVs, and ``classes/<class>.json`` + ``classes/all.json``: the
-per-class table as DVC metrics files.
+by rarity (training images per species), bar-plot CSVs, and ``<group>/<class>.json`` + ``<group>/all.json``: the
+per-class table as metrics files. The "classes" are the taxa of ``evaluate.group_level`` (``<group>``; Table S2:
+class): its name is in the file names (``<group>_metrics.csv``, ``plots/<group>_fid.csv``) and the table's first
+heading ("Class name", "Order name").
 
 Column names carry the backbone ("FID (inception)", "LPIPS (vgg)", "BioCLIP (bioclip-v1)", "FID (probe)").
 A FID over fewer than ``evaluate.min_images_for_fid`` images per side gets a † in the Markdown table (and
@@ -22,6 +24,18 @@ DAGGER = "†"
 
 
 HEADLINE = "headline.json"  # metrics/headline.json: the pooled row, the DVC metrics of the stage
+
+
+def group_level(summary: dict) -> str:
+    """The level ``summary.json``'s ``per_class`` keys are taxa of (``evaluate.group_level``); ``class`` for a summary
+    written before the setting existed (grouped by the first level, and headed "Class name" all the same)."""
+    return summary["data"].get("group_level", "class")
+
+
+def group_heading(summary: dict) -> str:
+    """The per-group table's first heading: "Class name" (Table S2), "Order name", ..."""
+    level = group_level(summary)
+    return f"{level[:1].upper()}{level[1:]} name"
 
 
 def _kinds(summary: dict) -> tuple[list[str], list[str], list[str]]:
@@ -87,11 +101,12 @@ def pairs_note(summary: dict) -> str:
 
 def class_table(summary: dict, levels: list[str]) -> pd.DataFrame:
     fid, lp, bio = _kinds(summary)
+    heading = group_heading(summary)
     rows = []
     for cls, e in summary["per_class"].items():
         ips = e["images_per_species"]
         row = {
-            "Class name": cls,
+            heading: cls,
             "# generated images": e["n_generated"],
             "# species": e["n_species"],
             "images per species": ips if isinstance(ips, int) else f"{ips[0]}-{ips[1]}",
@@ -109,7 +124,7 @@ def class_table(summary: dict, levels: list[str]) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     if len(table):  # Table S2 order: largest classes first
-        table = table.sort_values(["# generated images", "Class name"], ascending=[False, True], kind="stable")
+        table = table.sort_values(["# generated images", heading], ascending=[False, True], kind="stable")
     return table.reset_index(drop=True)
 
 
@@ -249,22 +264,23 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
-    out_dir = Path(out_dir)
+    out_dir, group = Path(out_dir), group_level(summary)
     fid, lp, bio = _kinds(summary)
-    write_json(out_dir / HEADLINE, write_class_metrics(summary, out_dir / "classes"))
+    write_json(out_dir / HEADLINE, write_class_metrics(summary, out_dir / group))
     n_min = summary["data"]["min_images_for_fid"]
     classes = class_table(summary, levels)
-    _write_csv(classes, out_dir / "class_metrics.csv")
+    _write_csv(classes, out_dir / f"{group}_metrics.csv")
     note = (
         f"\n{DAGGER} FID over fewer than {n_min} images on one side (evaluate.min_images_for_fid): "
         "biased and unstable.\n"
-        f"Real reference: real {summary['data']['real_split']} images of the same class. "
+        f"Rows: the taxa of {group} (evaluate.group_level). "
+        f"Real reference: real {summary['data']['real_split']} images of the same {group}. "
         "Backbones and settings: summary.json `backbones`.\n" + pairs_note(summary)
     )
     reading = sample_size_note(summary["data"])
     note += f"\n{reading}\n" if reading else ""
     fid_columns = tuple(c for c in classes.columns if c.startswith("FID"))
-    write_text(out_dir / "class_metrics.md", to_markdown(classes, fid_columns) + note)
+    write_text(out_dir / f"{group}_metrics.md", to_markdown(classes, fid_columns) + note)
     levels_df = level_table(summary, levels)
     _write_csv(levels_df, out_dir / "level_metrics.csv")
     write_text(
@@ -274,28 +290,27 @@ def write_tables(summary: dict, levels: list[str], out_dir: str | Path) -> None:
         "accuracy and BioCLIP over all generated images (BioCLIP prompt cut at that level).\n"
         f"{DAGGER} the mean includes FIDs over fewer than {n_min} images on a side (evaluate.min_images_for_fid; "
         "how many taxa: # small-sample taxa): biased and unstable. FID floor and KID: the same per taxon, averaged "
-        "over the taxa with FID (class_metrics.md says what they are).\n",
+        f"over the taxa with FID ({group}_metrics.md says what they are).\n",
     )
     rarity = rarity_table(summary, levels)
     _write_csv(rarity, out_dir / "rarity_metrics.csv")
     write_text(out_dir / "rarity_metrics.md", to_markdown(rarity) + RARITY_NOTE)
-    # Bar-plot data for `dvc plots` (template bar_horizontal: x = metric column, y = class).
+    # Bar-plot data for `dvc plots` (template bar_horizontal: x = metric column, y = the group column).
     plots = out_dir / "plots"
     per = summary["per_class"]
-    names = list(classes["Class name"])
-    shown = [plain_text(c) for c in names]  # dvc plots show embeds these in an inline <script>
-    _write_csv(pd.DataFrame({"class": shown, **{f"fid_{n}": [per[c][n]["fid"] for c in names] for n in fid}}),
-               plots / "class_fid.csv")
-    accuracy = {f"acc_{lv}_probe": [per[c]["probe"]["acc"][lv] for c in names] for lv in levels}
-    _write_csv(pd.DataFrame({"class": shown, **accuracy}), plots / "class_acc.csv")
-    _write_csv(pd.DataFrame({"class": shown, "dist_probe": [per[c]["probe"]["dist"] for c in names]}),
-               plots / "class_probe_dist.csv")
+    names = list(classes[group_heading(summary)])
+    shown = {group: [plain_text(c) for c in names]}  # dvc plots show embeds these in an inline <script>
+
+    def bars(suffix: str, columns: dict) -> None:
+        _write_csv(pd.DataFrame({**shown, **columns}), plots / f"{group}_{suffix}.csv")
+
+    bars("fid", {f"fid_{n}": [per[c][n]["fid"] for c in names] for n in fid})
+    bars("acc", {f"acc_{lv}_probe": [per[c]["probe"]["acc"][lv] for c in names] for lv in levels})
+    bars("probe_dist", {"dist_probe": [per[c]["probe"]["dist"] for c in names]})
     if lp:
-        _write_csv(pd.DataFrame({"class": shown, **{f"lpips_{n}": [per[c][n]["lpips"] for c in names] for n in lp}}),
-                   plots / "class_lpips.csv")
+        bars("lpips", {f"lpips_{n}": [per[c][n]["lpips"] for c in names] for n in lp})
     if bio:
-        _write_csv(pd.DataFrame({"class": shown, **{f"bioclip_{n}": [per[c][n]["score"] for c in names] for n in bio}}),
-                   plots / "class_bioclip.csv")
+        bars("bioclip", {f"bioclip_{n}": [per[c][n]["score"] for c in names] for n in bio})
     _write_csv(pd.DataFrame({"level": levels, "acc_probe": [summary["per_level"][lv]["probe"]["acc"] for lv in levels],
                              **{f"fid_{n}": [summary["per_level"][lv][n]["fid"] for lv in levels] for n in fid}}),
                plots / "level_metrics.csv")
@@ -317,7 +332,8 @@ def _metric_row(counts: dict, entry: dict, names: list[str], scale) -> dict:
 
 def write_class_metrics(summary: dict, out_dir: str | Path) -> dict:
     """``out_dir/<class>.json`` per class and ``out_dir/all.json`` (all classes pooled), the same flat keys in
-    every file (``dvc metrics show metrics/classes`` lines them up as one table). The folder is built under a
+    every file (``dvc metrics show metrics/class``, the folder named by evaluate.group_level, lines them up as one
+    table). The folder is built under a
     temporary name and swapped in whole: no file of an earlier run (another dataset's class) survives. Returns the
     pooled row, which ``evaluate`` also writes as ``metrics/headline.json``: the one file declared as DVC metrics,
     so ``dvc exp show`` has a few metric columns instead of every class's (docs/architecture.md ``evaluate``)."""

@@ -24,6 +24,7 @@ from taxadiffusion.metrics.tables import (
     RARITY_NOTE,
     _fmt,
     class_table,
+    group_level,
     level_table,
     pairs_note,
     rarity_table,
@@ -43,11 +44,11 @@ figure{margin:1em 0}figcaption{font-size:13px;color:#444;max-width:900px}
 """
 
 SECTIONS = (
-    ("summary", "Summary"), ("classes", "Per class (Table S2 layout)"), ("levels", "Per taxonomic level"),
+    ("summary", "Summary"), ("classes", "Per {group} (Table S2 layout)"), ("levels", "Per taxonomic level"),
     ("overall", "Overall"), ("training", "Training curves"), ("previews", "Previews during training"),
     ("fig-s2", "Taxon embeddings (Fig. S2)"), ("fig-s5", "Guidance scale (Fig. S5)"),
     ("fig-s6", "Attention per level (Fig. S6)"), ("sweep", "Guidance-scale sweep (metrics)"),
-    ("methods", "Methods and ablations"), ("charts", "Per-class charts"), ("samples", "Samples"),
+    ("methods", "Methods and ablations"), ("charts", "Per-{group} charts"), ("samples", "Samples"),
     ("settings", "Backbones and settings"),
 )
 CAPTIONS = {  # what each supplement figure shows, and its counterpart in the paper (docs/figures.md)
@@ -70,6 +71,11 @@ CAPTIONS = {  # what each supplement figure shows, and its counterpart in the pa
           "levels, whose attention logits are exactly the sum of these per-level logits (docs/figures.md). "
           "Paper counterpart: supplement Fig. S6.",
 }
+
+
+def section_titles(group: str = "class") -> list[tuple[str, str]]:
+    """:data:`SECTIONS` with the per-group ones named by ``evaluate.group_level`` (summary.json ``data``)."""
+    return [(sid, title.format(group=group)) for sid, title in SECTIONS]
 
 
 def _png_b64(data: bytes) -> str:
@@ -304,12 +310,12 @@ def _methods(metrics_dir: Path) -> str:
                                       "row (docs/method.md §6), not comparable in absolute terms.")
 
 
-def _charts(metrics_dir: Path) -> str:
+def _charts(metrics_dir: Path, group: str) -> str:
     charts = []
-    for csv in sorted((metrics_dir / "plots").glob("class_*.csv")):
+    for csv in sorted((metrics_dir / "plots").glob(f"{group}_*.csv")):  # tables.write_tables: one per metric
         table = pd.read_csv(csv)
-        charts += [_img(bar_chart(table, "class", col), col) for col in table.columns[1:] if table[col].notna().any()]
-    return "<div class='charts'>" + "".join(charts) + "</div>" if charts else _note("No per-class plot CSVs.")
+        charts += [_img(bar_chart(table, group, col), col) for col in table.columns[1:] if table[col].notna().any()]
+    return "<div class='charts'>" + "".join(charts) + "</div>" if charts else _note(f"No per-{group} plot CSVs.")
 
 
 def _samples(metrics_dir: Path) -> str:
@@ -349,13 +355,15 @@ def build_report(metrics_dir: str | Path = "metrics", out: str | Path = "reports
         "training": _training(train_dir, levels), "previews": _previews(train_dir, levels),
         "fig-s2": _supplement_figure(figures_dir, "s2"), "fig-s5": _supplement_figure(figures_dir, "s5"),
         "fig-s6": _supplement_figure(figures_dir, "s6"), "sweep": _sweep(metrics_dir),
-        "methods": _methods(metrics_dir), "charts": _charts(metrics_dir), "samples": _samples(metrics_dir),
+        "methods": _methods(metrics_dir), "charts": _charts(metrics_dir, group_level(summary)),
+        "samples": _samples(metrics_dir),
         "settings": _settings(summary),
     }
-    nav = "<nav>" + "".join(f"<a href='#{sid}'>{html.escape(title)}</a>" for sid, title in SECTIONS) + "</nav>"
+    sections = section_titles(group_level(summary))
+    nav = "<nav>" + "".join(f"<a href='#{sid}'>{html.escape(title)}</a>" for sid, title in sections) + "</nav>"
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>taxadiffusion report</title>"
              f"<style>{CSS}</style></head><body><h1>taxadiffusion report</h1>", nav]
-    parts += [f"<section id='{sid}'><h2>{html.escape(title)}</h2>{body[sid]}</section>" for sid, title in SECTIONS]
+    parts += [f"<section id='{sid}'><h2>{html.escape(title)}</h2>{body[sid]}</section>" for sid, title in sections]
     parts.append("</body></html>")
     write_text(out, "\n".join(parts) + "\n")
     return out

@@ -7,9 +7,10 @@ module, LoRA, ``train_config.json``), ``taxonomy.json`` (the lineages it knows),
 sampling settings, base model, file hashes; read by :mod:`taxadiffusion.tools.exported`), ``base/`` for the ``tiny``
 preset (14 MB, so the folder draws without this repository's assets; SD1.5 is named, not copied), ``samples.png``
 (a grid of ``data/generated``, when those images were drawn by this model) and ``README.md``, a model card (dataset,
-levels, steps, the metrics table of ``metrics/class_metrics.md`` when present, the grid, how to load it in stock
-diffusers and with this package). The sampling settings and seed are those ``data/generated/settings.json`` records
-for this model (else params.yaml's), so a recipient draws the same pixels as ``generate`` did.
+levels, steps, the metrics table of ``metrics/<evaluate.group_level>_metrics.md`` when present, the grid, how to
+load it in stock diffusers and with this package). The sampling settings and seed are those
+``data/generated/settings.json`` records for this model (else params.yaml's), so a recipient draws the same pixels as
+``generate`` did.
 
 ``--push-to-hub REPO`` creates the model repository if needed and uploads the folder (``huggingface_hub.HfApi``,
 your ``hf auth login`` token); a failure is one line, and the folder stays ready for ``hf upload``.

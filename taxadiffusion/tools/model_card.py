@@ -29,7 +29,7 @@ class CardFacts:
     info: dict  # export.json
     report: Optional[dict]  # data/prepared/report.json
     steps: list  # (level, steps, lr) of every trained level found next to the exported one
-    metrics_table: Optional[str]  # metrics/class_metrics.md
+    metrics_table: Optional[str]  # metrics/<evaluate.group_level>_metrics.md (Table S2: class_metrics.md)
     example: list  # a lineage (names coarse -> fine) the model knows
     seeds: list  # its first N_EXAMPLE image seeds, as in generate
     grid_rows: int  # rows of samples.png (0: no grid)
@@ -44,7 +44,7 @@ class CardFacts:
             found = LevelConfig.load(folder) if (folder / "train_config.json").is_file() else None
             if found is not None and found.spec is not None:
                 steps.append((lv, found.spec.steps, found.spec.lr))
-        table = src.metrics / "class_metrics.md"
+        table = src.metrics / f"{_group_level(src.metrics)}_metrics.md"
         if grid:
             first = grid["first"]
             names = [str(first.iloc[0][lv]) for lv in levels if str(first.iloc[0][lv]) != NONE]
@@ -54,6 +54,12 @@ class CardFacts:
             seeds = [image_seed(info["seed"], lineage_key(names), i) for i in range(N_EXAMPLE)]
         return cls(info, report, steps, table.read_text().strip() if table.is_file() else None, names, seeds,
                    grid["rows"] if grid else 0)
+
+
+def _group_level(metrics: Path) -> str:
+    """The level evaluate grouped by (summary.json ``data.group_level``; ``class`` before the setting existed)."""
+    summary = metrics / "summary.json"
+    return (read_json(summary).get("data", {}).get("group_level") if summary.is_file() else None) or "class"
 
 
 def _first_lineage(src) -> list:
@@ -130,7 +136,7 @@ def _diffusers_recipe() -> str:
 def model_card(facts: CardFacts) -> str:
     info, s = facts.info, facts.info["sampling"]
     name = facts.report["dataset"] if facts.report else "a dataset of its own"
-    metrics = facts.metrics_table or "Not evaluated at export (no `metrics/class_metrics.md`)."
+    metrics = facts.metrics_table or "Not evaluated at export (no per-group table `metrics/<group>_metrics.md`)."
     samples = (f"![samples](samples.png)\n\n{facts.grid_rows} taxa (rows), images 0-3 each, as `generate` drew them: "
                f"{s['sampler']} {s['steps']} steps, {s['guidance']} scale {s['scale']:g}, seed {info['seed']}.\n"
                if facts.grid_rows else "No generated images of this model were found at export.\n")
