@@ -93,7 +93,8 @@ def bench_size(work: Path, mini: Path, n: int, steps: int, batch: int, resolutio
     params["model"].update(preset="sd15", pretrained=str(mini), cache_latents=True, cond_layers=1, cond_heads=4,
                            cond_ff=64)
     params["dataset"]["resolution"] = resolution
-    params["train"].update(steps=steps, batch_size=batch, checkpoint_every=0, log_every=steps)
+    params["train"].update(steps=steps, batch_size=batch)
+    params["compute"].update(checkpoint_every=0, log_every=steps)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     level0 = next(iter(params["levels"]))
     py = [sys.executable]

@@ -4,9 +4,9 @@ Outputs (docs/architecture.md): ``<out>/plan.csv``, ``manifest.csv``, ``<class>/
 (and ``settings.json``: what the images were drawn with; a run with other settings starts over, once the
 new model has loaded). One run per output folder: a second one stops with the pid of the first.
 Run: ``python stages/generate.py [--params params.yaml] [--model models/<generate.target_level>]
-[--prepared data/prepared] [--out data/generated]``. Several processes share the images (rank r draws
-every N-th pending image): GPUs ``accelerate launch --num_processes N stages/generate.py ...``; CPU
-``torchrun --nproc_per_node N stages/generate.py ...`` (``accelerate launch --cpu`` starts one process).
+[--prepared data/prepared] [--out data/generated]``. It starts one worker per GPU itself (params.yaml
+``compute.processes``, taxadiffusion/core/launch.py); the workers share the images (rank r draws every N-th pending
+image), and the images are the same however many there are.
 """
 
 from __future__ import annotations
@@ -36,4 +36,4 @@ if __name__ == "__main__":
     parser.add_argument("--model", default=None, help="trained level (default: models/<generate.target_level>)")
     parser.add_argument("--prepared", default="data/prepared", help="prepared table (default: data/prepared)")
     parser.add_argument("--out", default="data/generated", help="output folder (default: data/generated)")
-    run_stage(main, parser)
+    run_stage(main, parser, workers=True)

@@ -14,7 +14,7 @@ from taxadiffusion.training.train import TrainPaths
 def main(args, params) -> None:
     paths = TrainPaths(parent=None, out=args.out, shards=args.shards, latents=args.latents, scratch=args.scratch,
                        log_dir=args.log_dir)
-    train_method(args.method, params.train, params.experiment, paths)
+    train_method(args.method, params.train, params.experiment, paths, params.compute)
 
 
 if __name__ == "__main__":
@@ -25,4 +25,4 @@ if __name__ == "__main__":
     parser.add_argument("--latents", required=True, help="cached latents (data/latents)")
     parser.add_argument("--scratch", required=True, help="resumable step checkpoints (scratch/train/methods/<m>)")
     parser.add_argument("--log-dir", required=True, help="training curves + run.json (metrics/train/methods/<m>)")
-    run_stage(main, parser)
+    run_stage(main, parser, workers=True)

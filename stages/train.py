@@ -2,11 +2,11 @@
 
     python stages/train.py --level class --parent models/base --out models/class --shards data/shards \\
         --latents data/latents --scratch scratch/train/class --log-dir metrics/train/class
-    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
-        --dynamo_backend no stages/train.py --level class ...                # 2-process DDP (CPU: gloo)
 
-``--parent`` is the folder of the level's parent (``levels.<level>.parent`` in params.yaml); level 0's is
-``models/base``, which holds no trained level: level 0 starts from the base model.
+It starts one worker per GPU itself (params.yaml `compute.processes`, taxadiffusion/core/launch.py); the global
+batch `train.batch_size` is the same however many there are. ``--parent`` is the folder of the level's parent
+(``levels.<level>.parent`` in params.yaml); level 0's is ``models/base``, which holds no trained level: level 0
+starts from the base model.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from taxadiffusion.cli import run_stage, stage_parser
+from taxadiffusion.core.launch import is_main_worker
 from taxadiffusion.training.specs import progressive_spec
 from taxadiffusion.training.train import TrainPaths, train
 
@@ -22,8 +23,10 @@ def main(args, params) -> None:
     spec = progressive_spec(params.train, params.level_names, args.level)
     paths = TrainPaths(parent=args.parent, out=args.out, shards=args.shards, latents=args.latents,
                        scratch=args.scratch, log_dir=args.log_dir)
-    summary = train(params.train, spec, params.experiment, paths, params.preview, args.max_steps_this_run)
-    logging.info("train %s: %s", spec.name, summary)
+    summary = train(params.train, spec, params.experiment, paths, params.compute, params.preview,
+                    args.max_steps_this_run)
+    if is_main_worker():  # one line, not one per worker
+        logging.info("train %s: %s", spec.name, summary)
 
 
 if __name__ == "__main__":
@@ -37,4 +40,4 @@ if __name__ == "__main__":
     parser.add_argument("--log-dir", required=True, help="training curves + run.json (metrics/train/<level>)")
     parser.add_argument("--max-steps-this-run", type=int, default=None,
                         help="stop after this many steps (resume tests)")
-    run_stage(main, parser)
+    run_stage(main, parser, workers=True)

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Optional
 
-from taxadiffusion.config import Params, params_from_dict, read_params_dict
+from taxadiffusion.config import Params, params_from_dict, read_params_dict, section_from_dict
 from taxadiffusion.config.stage_params import ParamsWatch
 from taxadiffusion.core import progress
 from taxadiffusion.core.errors import UserError
@@ -163,11 +163,26 @@ def _run_checked(main: Callable[[argparse.Namespace, Params], None], args: argpa
         watch.check()
 
 
-def run_stage(main: Callable[[argparse.Namespace, Params], None], parser: argparse.ArgumentParser) -> None:
+def _as_workers(args: argparse.Namespace) -> int | None:
+    """The exit status of this stage run as the ``compute`` section's workers, or None: work here
+    (:mod:`taxadiffusion.core.launch`)."""
+    from taxadiffusion.core import launch
+
+    compute = section_from_dict("compute", read_params_dict(args.params).get("compute"))
+    return launch.run_as_workers(compute, sys.argv)
+
+
+def run_stage(main: Callable[[argparse.Namespace, Params], None], parser: argparse.ArgumentParser,
+              workers: bool = False) -> None:
     """A stage script: parse args, load params, run ``main(args, params)`` with one-line errors and a one-line
-    Ctrl-C, and fail if one of the stage's own params changed in the file while it ran."""
+    Ctrl-C, and fail if one of the stage's own params changed in the file while it ran. ``workers``: the stage
+    runs as one worker per GPU (``compute.processes``) when it is not one already (core/launch.py)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parser.parse_args()
+    if workers:
+        status = one_line_errors(lambda: _as_workers(args))
+        if status is not None:
+            sys.exit(status)
     dvc_stage = os.environ.get("DVC_STAGE")
     what = f"stage {dvc_stage}" if dvc_stage else sys.argv[0]
     advice = "finished work is kept: re-run " + ("dvc repro" if dvc_stage else "the same command") + " to resume"

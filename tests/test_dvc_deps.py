@@ -24,6 +24,7 @@ PLUMBING = {
     "taxadiffusion/core/__init__.py": "a docstring",
     "taxadiffusion/core/errors.py": "the exception type of one-line errors",
     "taxadiffusion/core/files.py": "atomic writes and JSON reading: the bytes written are the caller's",
+    "taxadiffusion/core/launch.py": "how many workers run a stage (params.yaml compute): never what they write",
     "taxadiffusion/core/progress.py": "a note of where a stage is, printed only when it is interrupted",
 }
 

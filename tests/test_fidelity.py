@@ -190,7 +190,7 @@ def test_methods_table_says_which_budget_trained_the_baselines(tmp_path):
     for method in ("taxadiffusion", "sd"):  # no training of their own: method.json without a budget
         paths = TrainPaths(parent=None, out=tmp_path / "models" / method, shards=tmp_path, latents=tmp_path,
                            scratch=tmp_path / "s", log_dir=tmp_path / "log")
-        model = train_method(method, cfg, Experiment(model_cfg, LEVELS, 0), paths)
+        model = train_method(method, cfg, Experiment(model_cfg, LEVELS, 0), paths, section("compute"))
         (methods / method).mkdir(parents=True)
         (methods / method / "summary.json").write_text(json.dumps(summary))
         shutil.copy(model / METHOD_FILE, methods / method / METHOD_FILE)

@@ -110,7 +110,7 @@ def _train_workspace(data_workspace: Path, root: Path) -> Path:
     work = root / "w"
     shutil.copytree(data_workspace, work, ignore=shutil.ignore_patterns("models", "scratch", "metrics"))
     shutil.copytree(data_workspace / "models" / "base", work / "models" / "base")
-    write_params(work, tiny_params(**{"train.steps": 20, "train.checkpoint_every": 2, "preview.every": 0}))
+    write_params(work, tiny_params(**{"train.steps": 20, "compute.checkpoint_every": 2, "preview.every": 0}))
     return work
 
 

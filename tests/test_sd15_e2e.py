@@ -40,7 +40,8 @@ def _params(mini: Path) -> dict:
     params["prepare"]["finest_required"] = "order"
     if "figures" in params:  # a level of the two
         params["figures"]["embedding_level"] = "order"
-    params["train"].update(steps=12, checkpoint_every=1, log_every=1)  # checkpoints at every step: a kill point
+    params["train"].update(steps=12)
+    params["compute"].update(checkpoint_every=1, log_every=1)  # checkpoints at every step: a kill point
     params["generate"].update(target_level="order", batch_size=1, images_per_species=2)  # one image per call
     return params
 

@@ -95,9 +95,11 @@ def test_two_levels_only_module_k_changes(data_workspace, tmp_path):
     run = _strict_json(work / "metrics/train/order/run.json")
     assert run["steps"] == params.train.steps and isinstance(run["final_loss"], float)
     # run.json (under report's dependency metrics/train) holds no wall time; the timings are in the scratch folder
-    assert set(run) == {"name", "steps", "final_loss", "processes"}
+    # nor how it was launched (processes, micro-batch: compute, outside every hash)
+    assert set(run) == {"name", "steps", "batch_size", "final_loss"}
     timing = _strict_json(work / "scratch/train/order/timing.json")
     assert timing["seconds_this_run"] > 0 and timing["resumed_from"] == 0 and timing["samples_per_second"] > 0
+    assert (timing["processes"], timing["micro_batch"], timing["accumulation"]) == (1, params.train.batch_size, 1)
 
 
 @pytest.mark.slow
@@ -217,8 +219,8 @@ def test_two_process_ddp_on_cpu(data_workspace, tmp_path):
            "--main_process_port", str(free_port()), str(REPO / "stages/train.py"), *_train_args("class")]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = _strict_json(work / "metrics/train/class/run.json")
-    assert run["processes"] == 2
+    timing = _strict_json(work / "scratch/train/class/timing.json")
+    assert timing["processes"] == 2
     assert (work / "models/class/condition.safetensors").exists()
 
 
@@ -347,7 +349,8 @@ def test_sd_baseline_folder_loads_prompt_only(tmp_path):
 
     paths = TrainPaths(parent=None, out=tmp_path / "sd", shards=tmp_path, latents=tmp_path, scratch=tmp_path / "s",
                        log_dir=tmp_path / "log")
-    out = train_method("sd", section("train"), Experiment(tiny_model_config(), LEVELS, 0), paths)
+    out = train_method("sd", section("train"), Experiment(tiny_model_config(), LEVELS, 0), paths,
+                       section("compute"))
     assert sorted(p.name for p in out.iterdir()) == ["method.json", TRAIN_CONFIG]
     model = load_taxa_model(out, tiny_model_config())
     assert model.prompt_only and model.config.spec is None and not model.config.has_lora
@@ -411,7 +414,7 @@ def test_params_rewritten_by_dvc_exp_run_still_load(tmp_path):
     assert yaml.safe_load(path.read_text())["train"]["mixed_precision"] is False
     assert load_params(path).train.mixed_precision == "no"
     path.write_text(text.replace("gradient_checkpointing: false", "gradient_checkpointing: true"))
-    assert load_params(path).train.gradient_checkpointing is True
+    assert load_params(path).compute.gradient_checkpointing is True
     path.write_text(text.replace('mixed_precision: "no"', "mixed_precision: fp8"))
     with pytest.raises(UserError, match=r"train.mixed_precision='fp8': expected one of no, bf16, fp16"):
         load_params(path)

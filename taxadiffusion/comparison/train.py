@@ -11,14 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from taxadiffusion.comparison.methods import FROM_FINAL, LABELS, METHOD_FILE, check_method, method_spec
-from taxadiffusion.config import Experiment, TrainConfig
+from taxadiffusion.config import ComputeConfig, Experiment, TrainConfig
 from taxadiffusion.core.files import write_json
+from taxadiffusion.core.launch import is_main_worker
 from taxadiffusion.training.train import TrainPaths, train
 
 
-def train_method(method: str, cfg: TrainConfig, exp: Experiment, paths: TrainPaths) -> Path:
+def train_method(method: str, cfg: TrainConfig, exp: Experiment, paths: TrainPaths, compute: ComputeConfig) -> Path:
     """Stage ``method_train@<m>``: train the method's model into ``paths.out`` (``paths.parent`` is None: every
-    method starts from the base model).
+    method starts from the base model). ``compute``: how it runs (processes, micro-batch, logging).
 
     Methods without training of their own still get a folder with ``method.json`` (what they sample
     from), so every ``method_train@<m>`` has the same declared output.
@@ -27,8 +28,11 @@ def train_method(method: str, cfg: TrainConfig, exp: Experiment, paths: TrainPat
     out_dir, levels = paths.out, exp.levels
     spec = method_spec(cfg, levels, method)
     if spec is not None:
-        train(cfg, spec, exp, paths, preview=None)  # previews: the train@<level> stages only (README "Previews")
-    elif method == "sd":  # the base model alone, prompted with the species name
+        # previews: the train@<level> stages only (README "Previews")
+        train(cfg, spec, exp, paths, compute, preview=None)
+    if not is_main_worker():  # what follows is written once, by rank 0
+        return out_dir
+    if method == "sd":  # the base model alone, prompted with the species name
         from taxadiffusion.models.level import LevelConfig, write_level
 
         write_level(out_dir, LevelConfig.base_only(f"methods/{method}", exp.model, levels, exp.seed, cfg.species_text),

@@ -6,6 +6,7 @@ Modules by concept: ``vocab`` (every allowed-value tuple, each defined once), ``
 dataclasses, validated in ``__post_init__``), ``params`` (the whole file: :class:`Params`, :func:`load_params`).
 """
 
+from taxadiffusion.config.compute import ComputeConfig
 from taxadiffusion.config.data import DatasetConfig, PrepareConfig, ShardConfig, SynthesizeConfig
 from taxadiffusion.config.evaluation import EvaluateConfig, ProbeConfig
 from taxadiffusion.config.file import read_params_dict
@@ -32,7 +33,7 @@ from taxadiffusion.config.vocab import (
 __all__ = [
     "BACKBONES", "BASELINE_BUDGETS", "CHECK_IMAGES", "DATASETS", "DTYPE_NAMES", "GUIDANCES", "METHOD_NAMES",
     "MIXED_PRECISION", "NOISE_SCHEDULES", "PREPROCESS", "PRESETS", "RANK_ORDER", "SAMPLERS", "SPECIES_TEXTS",
-    "DatasetConfig", "EvaluateConfig", "Experiment", "FiguresConfig", "GenerateConfig", "ModelConfig", "Params",
-    "PrepareConfig", "PreviewConfig", "ProbeConfig", "SamplingConfig", "ShardConfig", "SynthesizeConfig", "TrainConfig",
-    "load_params", "params_from_dict", "read_params_dict", "section_from_dict",
+    "ComputeConfig", "DatasetConfig", "EvaluateConfig", "Experiment", "FiguresConfig", "GenerateConfig",
+    "ModelConfig", "Params", "PrepareConfig", "PreviewConfig", "ProbeConfig", "SamplingConfig", "ShardConfig",
+    "SynthesizeConfig", "TrainConfig", "load_params", "params_from_dict", "read_params_dict", "section_from_dict",
 ]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from taxadiffusion.config.checks import bad, check_choice, check_int, check_list
+from taxadiffusion.config.compute import ComputeConfig
 from taxadiffusion.config.data import DatasetConfig, PrepareConfig, ShardConfig, SynthesizeConfig
 from taxadiffusion.config.evaluation import EvaluateConfig, ProbeConfig
 from taxadiffusion.config.file import read_params_dict
@@ -64,6 +65,7 @@ class Params:
     evaluate: EvaluateConfig
     figures: FiguresConfig
     preview: PreviewConfig
+    compute: ComputeConfig  # how stages run (processes, micro-batch, logging): listed by no stage, hashed nowhere
     sampling: SamplingConfig = field(init=False)  # derived, not a key of params.yaml
 
     def __post_init__(self):
@@ -124,6 +126,7 @@ _CLASSES = {
     "evaluate": EvaluateConfig,
     "figures": FiguresConfig,
     "preview": PreviewConfig,
+    "compute": ComputeConfig,
 }
 
 

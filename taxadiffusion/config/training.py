@@ -53,7 +53,7 @@ class TrainConfig:
     """Progressive training (docs/method.md §2, supplement Table S1). Seeded by the top-level ``seed``."""
 
     steps: int  # per level
-    batch_size: int  # per process
+    batch_size: int  # the global batch of one optimiser step, however many processes (Table S1: 192)
     lr_first: float  # level 0: LoRA + module 0
     lr: float  # levels >= 1: only that level's module
     lora_rank: int
@@ -64,11 +64,7 @@ class TrainConfig:
     max_grad_norm: float
     level_dropout: float  # per level, at most one level per sample (official loader); <= 1/len(levels)
     noise_schedule: str  # base (the base model's own; the sampler's too) | linear (official code) | ...
-    mixed_precision: str  # no | bf16 | fp16
-    gradient_checkpointing: bool
-    checkpoint_every: int  # 0: no step checkpoints
-    log_every: int
-    num_workers: int
+    mixed_precision: str  # no | bf16 | fp16 (autocast; trainable params stay fp32, frozen weights in this dtype)
     species_text: str  # as_written (FishNet, BIOSCAN: the binomial) | epithet (iNat) (docs/method.md §1.2)
     baseline_budget: str  # equal (train.steps x levels each) | paper (Table S1: lora train.steps, full 0.4x)
 
@@ -86,11 +82,6 @@ class TrainConfig:
         self.level_dropout = check_float("train.level_dropout", self.level_dropout, 0.0, 1.0)
         check_choice("train.noise_schedule", self.noise_schedule, NOISE_SCHEDULES)
         check_choice("train.mixed_precision", self.mixed_precision, MIXED_PRECISION)
-        if not isinstance(self.gradient_checkpointing, bool):
-            raise bad("train.gradient_checkpointing", self.gradient_checkpointing, "true or false")
-        check_int("train.checkpoint_every", self.checkpoint_every, 0)
-        check_int("train.log_every", self.log_every, 1)
-        check_int("train.num_workers", self.num_workers, 0)
         check_choice("train.species_text", self.species_text, SPECIES_TEXTS)
         check_choice("train.baseline_budget", self.baseline_budget, BASELINE_BUDGETS)
 

@@ -86,10 +86,14 @@ def preview_grid(model: TaxaModel, cut_off: int, lineages: Sequence[dict], seeds
     ``model`` may hold the modules being trained (LoRA unmerged): they run under ``no_grad`` in eval mode.
     The UNet runs on one call of ``2 * len(seeds)`` rows per step (no padding to the mass-generation chunk).
     """
-    with eval_mode(model.base.unet, model.conditioner):
+    # under train.mixed_precision the frozen base weights are bf16/fp16 (training/precision.py): the preview runs
+    # under the same autocast as the training step
+    half = next((p.dtype for p in model.base.unet.parameters() if p.dtype != torch.float32), None)
+    device = next(model.base.unet.parameters()).device.type
+    with eval_mode(model.base.unet, model.conditioner), torch.autocast(device, dtype=half, enabled=half is not None):
         sampler = TaxaSampler(model, sampling, cut_off, dtype=torch.float32, rows=2 * len(seeds),
                               scale_param="preview.scale")
-        pixels = sampler.draw(list(lineages), list(seeds)).numpy()
+        pixels = sampler.draw(list(lineages), list(seeds)).float().numpy()
     rows: list[tuple[str, list]] = []
     last = None
     for lin, img in zip(lineages, pixels):

@@ -1,9 +1,9 @@
 """One process's training run and the pure pieces of a step (docs/method.md §2, supplement A.2).
 
 :class:`TrainModel` (UNet + condition module under one DDP wrapper), :class:`Run` (what every step reads and
-updates), which parameters train (:func:`configure_trainable`), the step's randomness (:func:`step_rng`,
-:func:`batch_indices`, :func:`drop_levels`: a function of (seed, rank, step), so resume is exact) and the run's
-:func:`fingerprint` (a scratch checkpoint is resumed only by the run that wrote it). The loop that uses them is
+updates), which parameters train (:func:`configure_trainable`) and the run's :func:`fingerprint` (a scratch
+checkpoint is resumed only by the run that wrote it; the process count and the micro-batch are not in it: they do
+not change what is trained, :mod:`taxadiffusion.training.batches`). The loop that uses them is
 :mod:`taxadiffusion.training.train`; :mod:`taxadiffusion.training.checkpoints` saves and restores a :class:`Run`.
 """
 
@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from diffusers import DDPMScheduler
@@ -28,6 +27,7 @@ from taxadiffusion.models.level import LevelConfig
 from taxadiffusion.models.lora import LORA_FILE, lora_parameters
 from taxadiffusion.models.text_cache import TextEmbeddingCache
 from taxadiffusion.models.train_spec import TrainSpec
+from taxadiffusion.training.batches import BatchPlan, Draws, micro_batch
 from taxadiffusion.training.latent_chunks import LatentSource
 
 log = logging.getLogger(__name__)
@@ -67,43 +67,6 @@ def configure_trainable(unet, conditioner, spec: TrainSpec) -> None:
         conditioner.encoders[i].train()
 
 
-def step_rng(seed: int, rank: int, step: int) -> torch.Generator:
-    """Randomness of one step on one rank: a pure function of (seed, rank, step) -> exact resume."""
-    digest = hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-
-
-def batch_indices(n: int, batch: int, world: int, rank: int, step: int, seed: int) -> np.ndarray:
-    """Rank ``rank``'s slice of global batch ``step`` from a seeded per-epoch permutation stream."""
-    per_step = batch * world
-    start = step * per_step + rank * batch
-    idx = []
-    pos = start
-    while len(idx) < batch:
-        epoch, offset = divmod(pos, n)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        take = min(batch - len(idx), n - offset)
-        idx.extend(perm[offset : offset + take].tolist())
-        pos += take
-    return np.asarray(idx)
-
-
-def drop_levels(lineages: list[dict], levels: list[str], p: float, gen: torch.Generator) -> list[dict]:
-    """Condition dropout as the official FishNet/BIOSCAN loader (docs/method.md §2): per sample, with
-    probability ``p`` each, exactly one level becomes ``None`` (``randint(0, 20)`` over 5 levels = 1/21 per
-    level), so at most one level per sample. ``p`` is in [0, 1/L] (``train.level_dropout``, checked in
-    config.py): at p = 1/L every sample loses exactly one level, each level equally often."""
-    out = []
-    u = torch.rand(len(lineages), generator=gen).tolist()
-    for lin, ui in zip(lineages, u):
-        j = int(ui // p) if p > 0 else len(levels)
-        if j < len(levels):
-            lin = dict(lin)
-            lin[levels[len(levels) - 1 - j]] = None  # j=0 -> finest level first, as the official code
-        out.append(lin)
-    return out
-
-
 def fingerprint(config: LevelConfig, parent_dir: Path | None) -> str:
     """Identity of a run: a scratch checkpoint is resumed only by the run that wrote it."""
     h = hashlib.sha256(json.dumps(config.to_json(), sort_keys=True, default=str).encode())
@@ -128,7 +91,14 @@ class Run:
     raw: TrainModel
     opt: torch.optim.Optimizer
     trainable: list
-    latents: LatentSource  # len(), .batch(idx, gen) -> this step's x0 (taxadiffusion/training/latent_chunks.py)
+    latents: LatentSource  # len(), .rows(idx), .lineages (taxadiffusion/training/latent_chunks.py)
     lineages: list  # latents.lineages: one dict per image (a list-like view for the sd15 chunks)
     cache: TextEmbeddingCache
     scheduler: DDPMScheduler
+    plan: BatchPlan  # the global batch as processes x micro-batches
+    draws: Draws  # what every micro-batch's random draws depend on besides the step
+
+    def micro_batches(self, step: int) -> list[dict]:
+        """This process's micro-batches of ``step``, prepared here (a data loader prepares them ahead)."""
+        rank = self.accelerator.process_index
+        return [micro_batch(self.latents, self.draws, self.plan, step, k) for k in self.plan.micro_batches(rank)]

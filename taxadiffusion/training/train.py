@@ -7,9 +7,11 @@ folder. The same code trains the baselines/ablations (:mod:`taxadiffusion.compar
 
 Launch (any number of processes; gloo on CPU, NCCL on GPUs): see ``stages/train.py``.
 
-Resume: a killed run, re-run with the same command, continues from its newest intact step checkpoint in
-its scratch folder (outside DVC outs); the data order, noise and dropout of every step are a function of
-(seed, rank, step) (:mod:`taxadiffusion.training.run`), so the result equals an uninterrupted run.
+``train.batch_size`` is the global batch: processes x micro-batches with gradient accumulation
+(:mod:`taxadiffusion.training.batches`). Resume: a killed run, re-run with the same command (with any number of
+processes), continues from its newest intact step checkpoint in its scratch folder (outside DVC outs); the data
+order, noise and dropout of every sample are a function of (seed, step, position), so the result equals an
+uninterrupted run up to float summation order.
 Checkpoints (:mod:`taxadiffusion.training.checkpoints`) are safetensors files whose header carries the sha256
 of their tensors: a truncated or corrupt one is skipped (with a log line).
 """
@@ -20,19 +22,20 @@ import json
 import logging
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
-from taxadiffusion.config import Experiment, PreviewConfig, TrainConfig
+from taxadiffusion.config import ComputeConfig, Experiment, PreviewConfig, TrainConfig
 from taxadiffusion.core import progress
-from taxadiffusion.core.device import on_cpu_only
+from taxadiffusion.core.device import fast_matmuls, on_cpu_only
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.files import write_text
 from taxadiffusion.models.base import load_base
@@ -40,20 +43,14 @@ from taxadiffusion.models.conditioner import lineage_texts, species_prompt
 from taxadiffusion.models.level import TRAIN_CONFIG, LevelConfig, build_level_model, check_level_dir, write_level
 from taxadiffusion.models.text_cache import TextEmbeddingCache
 from taxadiffusion.models.train_spec import TrainSpec
+from taxadiffusion.training.batches import BatchPlan, Draws, MicroBatches, dropout_seed, step_rng
 from taxadiffusion.training.checkpoints import resume, save_checkpoint
 from taxadiffusion.training.curves import log_due, log_row, open_live
 from taxadiffusion.training.latents import latent_source
 from taxadiffusion.training.noise import forward_process, noise_scheduler
+from taxadiffusion.training.precision import COMPUTE_DTYPES, frozen_in_compute_dtype
 from taxadiffusion.training.previews import TrainingPreviews
-from taxadiffusion.training.run import (
-    Run,
-    TrainModel,
-    batch_indices,
-    configure_trainable,
-    drop_levels,
-    fingerprint,
-    step_rng,
-)
+from taxadiffusion.training.run import Run, TrainModel, configure_trainable, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +73,16 @@ class TrainPaths:
             object.__setattr__(self, "parent", Path(self.parent))
 
 
-def train(cfg: TrainConfig, spec: TrainSpec, exp: Experiment, paths: TrainPaths,
+def train(cfg: TrainConfig, spec: TrainSpec, exp: Experiment, paths: TrainPaths, compute: ComputeConfig,
           preview: PreviewConfig | None = None, max_steps_this_run: int | None = None) -> dict:
     """Train ``spec`` and write the level folder ``paths.out``, its curves + ``run.json`` in ``paths.log_dir`` and
     its timings in ``paths.scratch/timing.json``.
 
     ``paths.parent`` is read only when the spec has a parent (level 0 and the baselines start from the base
-    model). ``preview``: sample grids during training (:mod:`taxadiffusion.training.previews`), or None for none.
-    The run's lr and steps are the spec's; ``cfg`` gives everything else. Returns a summary dict
-    (``{"stopped_at": step}`` when ``max_steps_this_run`` stopped it first).
+    model). ``compute``: how it runs (micro-batch, workers, logging; never what it trains). ``preview``: sample
+    grids during training (:mod:`taxadiffusion.training.previews`), or None for none. The run's lr and steps are
+    the spec's; ``cfg`` gives everything else. Returns a summary dict (``{"stopped_at": step}`` when
+    ``max_steps_this_run`` stopped it first).
     """
     parent_dir = paths.parent if spec.parent is not None else None
     levels, seed = exp.levels, exp.seed
@@ -98,12 +96,13 @@ def train(cfg: TrainConfig, spec: TrainSpec, exp: Experiment, paths: TrainPaths,
     )
     if accelerator.device.type == "cpu" and accelerator.num_processes > 1:
         torch.set_num_threads(1)  # one thread per rank on CPU (docs/install.md)
-    set_seed(seed + accelerator.process_index)
-    run = build_run(accelerator, cfg, spec, config, parent_dir, paths)
+    fast_matmuls(accelerator.device)
+    set_seed(seed)  # every draw of a step is keyed (training/batches.py); this only fixes what is left
+    run = build_run(accelerator, cfg, spec, config, parent_dir, paths, compute)
     scratch = paths.scratch
     fp = fingerprint(config, parent_dir)
     start_step = resume(scratch, fp, run)
-    summary = _loop(run, scratch, fp, start_step, max_steps_this_run, preview)
+    summary = _loop(run, compute, Path(scratch), fp, start_step, max_steps_this_run, preview)
     if "stopped_at" in summary:
         return summary
     if accelerator.is_main_process:
@@ -126,73 +125,88 @@ def _parent_config(spec: TrainSpec, parent_dir: Path | None, levels: list[str]) 
 
 
 def build_run(accelerator: Accelerator, cfg: TrainConfig, spec: TrainSpec, config: LevelConfig,
-              parent_dir: Path | None, paths: TrainPaths) -> Run:
-    """The model (from the parent's folder, or new), its optimiser, the latents and the text cache."""
+              parent_dir: Path | None, paths: TrainPaths, compute: ComputeConfig) -> Run:
+    """The model (from the parent's folder, or new), its optimiser, the latents, the text cache and the batch plan."""
     device = accelerator.device
     base = load_base(config.model, device=device)
     unet, conditioner = build_level_model(base, config, parent_dir)
     configure_trainable(unet, conditioner, spec)
-    if cfg.gradient_checkpointing:
+    # diffusers' training examples: frozen weights in the compute dtype, trainable ones (LoRA, condition modules)
+    # fp32 under autocast. The LoRA stays fp32 even where frozen (level >= 1 writes it again).
+    frozen_in_compute_dtype(base, unet, COMPUTE_DTYPES[cfg.mixed_precision])
+    if compute.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    # fp32 trainable params even under fp16/bf16 autocast (diffusers `cast_training_params` practice)
     raw = TrainModel(unet, conditioner).to(device)
     trainable = [p for p in raw.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=spec.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                            weight_decay=cfg.weight_decay)
+                            weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     model, opt = accelerator.prepare(raw, opt)
+    if compute.compile:
+        raw.unet = torch.compile(raw.unet)  # inside the DDP wrapper: DDP's hooks stay on the parameters
     latents = latent_source(base, paths.shards, paths.latents if config.model.preset == "sd15" else None)
+    scheduler = noise_scheduler(base, cfg.noise_schedule)
+    plan = BatchPlan.of(cfg.batch_size, accelerator.num_processes, compute.micro_batch)
     return Run(
         accelerator=accelerator, cfg=cfg, spec=spec, levels=list(config.levels), seed=config.seed, base=base,
         config=config, model=model,
         raw=accelerator.unwrap_model(model), opt=opt, trainable=trainable, latents=latents,
         lineages=latents.lineages, cache=TextEmbeddingCache(base.text_encoder, base.tokenizer, device=device),
-        scheduler=noise_scheduler(base, cfg.noise_schedule),
+        scheduler=scheduler, plan=plan,
+        draws=Draws(seed=config.seed, batch=cfg.batch_size, levels=list(config.levels),
+                    level_dropout=cfg.level_dropout, num_train_timesteps=scheduler.config.num_train_timesteps),
     )
 
 
-def train_step(run: Run, step: int) -> torch.Tensor:
-    """One optimiser step on global batch ``step`` (this rank's slice); returns the loss, on the device."""
-    acc, cfg, spec = run.accelerator, run.cfg, run.spec
-    gen = step_rng(run.seed, acc.process_index, step)
-    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # dropout: resumable too
-    idx = batch_indices(len(run.latents), cfg.batch_size, acc.num_processes, acc.process_index, step, run.seed)
-    x0 = run.latents.batch(idx, gen).to(acc.device)  # sd15: a fresh VAE posterior sample, drawn from gen
-    hidden, cut = _condition_inputs(run, idx, gen)
-    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-    t = torch.randint(0, run.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
-    noisy, target = forward_process(run.scheduler, x0, noise, t)
-    with acc.autocast():
-        pred = run.model(noisy, t, hidden, cut, spec.prompt_only)
-    loss = F.mse_loss(pred.float(), target.float())
-    acc.backward(loss)
-    if acc.sync_gradients:
-        acc.clip_grad_norm_(run.trainable, cfg.max_grad_norm)
+def train_step(run: Run, step: int, batches: list[dict] | None = None) -> torch.Tensor:
+    """One optimiser step on global batch ``step``: this process's micro-batches (``batches``, as
+    :meth:`Run.micro_batches` makes them; made here when None), their gradients accumulated without a DDP sync
+    until the last. Returns the mean micro-batch loss, on the device."""
+    acc, spec = run.accelerator, run.spec
+    batches = run.micro_batches(step) if batches is None else batches
+    cut = spec.cut_off
+    if spec.random_cut_off:  # one level for the whole global batch
+        cut = int(torch.randint(0, len(run.levels), (1,), generator=step_rng(run.seed, step)))
+    total = torch.zeros((), device=acc.device)
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        with nullcontext() if last else acc.no_sync(run.model):
+            loss = _micro_loss(run, batch, cut)
+            acc.backward(loss / len(batches))
+        total += loss.detach()
+    acc.clip_grad_norm_(run.trainable, run.cfg.max_grad_norm)
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
-    return loss.detach()
+    return total / len(batches)
 
 
-def _condition_inputs(run: Run, idx: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int]:
-    """Text states ``[B, L, T, D]`` of the batch's (dropped-out) lineages and the step's cut-off level."""
-    spec, levels = run.spec, run.levels
-    batch = [run.lineages[i] for i in idx]
-    dropped = drop_levels(batch, levels, run.cfg.level_dropout, gen)  # drawn for every spec: same stream
-    cut = spec.cut_off
-    if spec.random_cut_off:
-        cut = int(torch.randint(0, len(levels), (1,), generator=gen))
-    if spec.prompt_only:
-        texts = [[species_prompt(lin, levels)] for lin in batch]
+def _micro_loss(run: Run, batch: dict, cut: int) -> torch.Tensor:
+    """The loss of one micro-batch (``training/batches.py`` drew its images, noise, timesteps and dropout)."""
+    acc = run.accelerator
+    x0, noise, t = (batch[k].to(acc.device, non_blocking=True) for k in ("x0", "noise", "t"))
+    hidden = _condition_inputs(run, batch, cut)
+    noisy, target = forward_process(run.scheduler, x0, noise, t)
+    torch.manual_seed(dropout_seed(run.seed, batch["step"], batch["first"]))  # the condition module's dropout
+    with acc.autocast():
+        pred = run.model(noisy, t, hidden, cut, run.spec.prompt_only)
+    return F.mse_loss(pred.float(), target.float())
+
+
+def _condition_inputs(run: Run, batch: dict, cut: int) -> torch.Tensor:
+    """Text states ``[B, L, T, D]`` of the micro-batch's (dropped-out) lineages, down to level ``cut``."""
+    levels = run.levels
+    if run.spec.prompt_only:
+        texts = [[species_prompt(run.lineages[int(i)], levels)] for i in batch["index"]]
     else:
         # a partial lineage's missing names and the dropped level are "<level>: None" (docs/method.md §1.2, §2)
-        texts = [lineage_texts(levels, lin, species_text=run.cfg.species_text)[: cut + 1] for lin in dropped]
-    return run.cache.lineages(texts), cut
+        texts = [lineage_texts(levels, lin, species_text=run.cfg.species_text)[: cut + 1] for lin in batch["lineages"]]
+    return run.cache.lineages(texts)
 
 
-def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run: int | None,
-          preview: PreviewConfig | None) -> dict:
+def _loop(run: Run, compute: ComputeConfig, scratch: Path, fp: str, start_step: int,
+          max_steps_this_run: int | None, preview: PreviewConfig | None) -> dict:
     """Steps ``start_step .. spec.steps``: log the loss (and previews), write step checkpoints, stop on a
     non-finite loss."""
-    acc, cfg, spec = run.accelerator, run.cfg, run.spec
+    acc, spec = run.accelerator, run.spec
     live = open_live(scratch / "live", start_step) if acc.is_main_process else None
     previews = _previews(run, preview) if live is not None else None
     bar = tqdm(total=spec.steps, initial=start_step, desc=f"train {spec.name}", disable=not acc.is_main_process)
@@ -200,13 +214,13 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
     t0, last_loss, done = time.time(), None, 0
     saved = start_step  # the newest checkpoint on disk (a resumed run started from one)
     with bar:
-        for step in range(start_step, spec.steps):
-            loss = train_step(run, step)
+        for step, batches in _steps(run, compute, start_step):
+            loss = train_step(run, step, batches)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             done += 1
             bar.update(1)
             progress.note(_where(spec, step + 1, saved))  # what a Ctrl-C reports (cli.run_stage)
-            if log_due(step + 1, spec.steps, cfg.log_every):
+            if log_due(step + 1, spec.steps, compute.log_every):
                 _stop_if_diverged(run, first_bad)
                 last_loss = acc.gather(loss.reshape(1)).mean().item()
                 bar.set_postfix(loss=f"{last_loss:.4f}")
@@ -214,7 +228,8 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
                     log_row(live, step + 1, {"loss": last_loss, "lr": spec.lr})
             if previews is not None:
                 previews.maybe_log(live, step + 1)  # no RNG of training is drawn from (training/previews.py)
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < spec.steps:
+            every = compute.checkpoint_every
+            if every and (step + 1) % every == 0 and step + 1 < spec.steps:
                 _stop_if_diverged(run, first_bad)  # a checkpoint never holds weights trained on a nan loss
                 save_checkpoint(scratch, fp, step + 1, run)
                 saved = step + 1
@@ -225,15 +240,33 @@ def _loop(run: Run, scratch: Path, fp: str, start_step: int, max_steps_this_run:
         live.end()
     seconds = time.time() - t0
     acc.wait_for_everyone()
+    plan = run.plan
     return {
         "name": spec.name,
         "steps": spec.steps,
+        "batch_size": plan.batch,
         "resumed_from": start_step,
         "final_loss": last_loss,
         "seconds_this_run": round(seconds, 2),
-        "processes": acc.num_processes,
-        "samples_per_second": round(done * cfg.batch_size * acc.num_processes / max(seconds, 1e-9), 2),
+        "processes": plan.world,
+        "micro_batch": plan.micro,
+        "accumulation": plan.accumulation,
+        "samples_per_second": round(done * plan.batch / max(seconds, 1e-9), 2),
     }
+
+
+def _steps(run: Run, compute: ComputeConfig, start_step: int) -> Iterator[tuple[int, list[dict]]]:
+    """``(step, this process's micro-batches)`` from ``start_step`` on, prepared by ``compute.num_workers`` data
+    loader processes ahead of the GPU (pinned, copied without blocking) or, with 0, here."""
+    acc = run.accelerator
+    data = MicroBatches(run.latents, run.draws, run.plan, acc.process_index, start_step, run.spec.steps)
+    workers = compute.num_workers
+    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers,
+                                         pin_memory=acc.device.type == "cuda", prefetch_factor=2 if workers else None,
+                                         persistent_workers=False)
+    batches = iter(loader)
+    for step in range(start_step, run.spec.steps):
+        yield step, [next(batches) for _ in range(run.plan.accumulation)]
 
 
 def _where(spec: TrainSpec, step: int, saved: int) -> str:
@@ -260,7 +293,8 @@ def _stop_if_diverged(run: Run, first_bad: torch.Tensor) -> None:
 
 
 # Summary keys that differ between runs of the same inputs (scratch/.../timing.json, not run.json).
-TIMING_KEYS = ("resumed_from", "seconds_this_run", "samples_per_second")
+# The process count and the micro-batch are here too: they do not change the model (training/batches.py).
+TIMING_KEYS = ("resumed_from", "seconds_this_run", "samples_per_second", "processes", "micro_batch", "accumulation")
 
 
 def _write_outputs(out_dir: Path, log_dir: Path, scratch: Path, config: LevelConfig, raw: TrainModel,

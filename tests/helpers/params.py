@@ -43,7 +43,8 @@ def tiny_params(**overrides) -> dict:
     params["synthesize"].update(n_classes=3, images_per_species=[2, 8])
     params["model"]["pretrained"] = str(REPO / "assets" / "tiny-base")
     params["model"].update(cond_layers=1, cond_ff=64)
-    params["train"].update(steps=2, batch_size=4, checkpoint_every=1, log_every=1)
+    params["train"].update(steps=2, batch_size=4)
+    params["compute"].update(checkpoint_every=1, log_every=1)
     params["generate"].update(batch_size=8, images_per_species=1, images_per_species_capped=1)
     params["num_inference_steps"] = 3
     params["probe"].update(steps=20, batch_size=16)
