@@ -191,6 +191,15 @@ def test_disk_estimate_that_does_not_fit_is_a_problem(tmp_path, monkeypatch):
     assert "1. disk: the planned outputs need up to 6.2 MB" in message and "only 1.0 MB are free" in message
 
 
+
+def test_a_global_batch_the_workers_cannot_share_is_a_problem(tmp_path):
+    rows = [f"{i}.png,Aves,Passeriformes,Corvidae,Corvus,Corvus corax" for i in range(4)]
+    params = _table(tmp_path, rows)
+    params["train"]["batch_size"] = 30
+    params["compute"]["processes"] = 4  # 30 samples cannot be shared by 4 workers: found now, not at train@
+    message = _run_in_process(params, tmp_path)
+    assert "1. train.batch_size=30: not divisible by the 4 training processes" in message, message
+
 def _graph(dvc_yaml: dict) -> dict[str, set[str]]:
     """stage -> the stages whose outputs it depends on (foreach stages by their template)."""
     stages = {name: st.get("do", st) for name, st in dvc_yaml["stages"].items()}

@@ -31,6 +31,7 @@ CHECKS = [
     "evaluate.backbones: every backbone's weights found as evaluate finds them",
     "dataset: the columns the levels need, names, a test image per class, the generation plan (not synthetic)",
     "disk: the planned shards, latents and generated images fit",
+    "compute: train.batch_size splits into the configured processes and micro-batches",
 ]
 
 
@@ -39,6 +40,23 @@ def problems_message(problems: list[str]) -> str:
     lines = [f"  {i}. {p}" for i, p in enumerate(problems, 1)]
     return (f"preflight: {len(problems)} problem(s), found before anything was prepared or trained; fix them all, "
             "then re-run:\n" + "\n".join(lines))
+
+
+def compute_problems(params: Params) -> list[str]:
+    """The global batch splits into this machine's workers x ``compute.nodes`` (checked again by training: a
+    multi-node run sees the other nodes' GPUs only then); the plan is printed."""
+    from taxadiffusion.core.launch import processes_per_node  # torch's device count: imported when checked
+    from taxadiffusion.training.batches import BatchPlan
+
+    compute = params.compute
+    world = processes_per_node(compute) * compute.nodes
+    try:
+        plan = BatchPlan.of(params.train.batch_size, world, compute.micro_batch)
+    except UserError as exc:
+        return [str(exc).removeprefix("params.yaml ")]
+    log.info("preflight: train.batch_size %d = %d process(es) x %d micro-batch(es) of %d", plan.batch, plan.world,
+             plan.accumulation, plan.micro)
+    return []
 
 
 def run_preflight(params: Params, out: str | Path, workspace: str | Path = ".") -> None:
@@ -59,6 +77,7 @@ def run_preflight(params: Params, out: str | Path, workspace: str | Path = ".") 
                  params.dataset.metadata, data.images, data.train, data.generated)
     if short:
         problems.append(short)
+    problems += compute_problems(params)
     if problems:
         raise UserError(problems_message(problems))
     write_json(out, {"checks": CHECKS})
