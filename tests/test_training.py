@@ -20,7 +20,7 @@ import pytest
 import torch
 from helpers.models import LEVELS, make_level_dir, tiny_model_config
 from helpers.params import REPO, make_params, section, tiny_params, write_params
-from helpers.stages import free_port, run_stage
+from helpers.stages import run_stage
 from safetensors.torch import load_file
 
 from taxadiffusion.core.errors import UserError
