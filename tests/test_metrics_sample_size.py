@@ -167,7 +167,7 @@ def test_evaluate_writes_the_sample_size_columns_deterministically(world, tmp_pa
     assert overall["floor_sizes"] == [15, 20] and overall["memorisation"]["n_test"] == 15
     assert {"kid_class_mean", "fid_floor_class_mean", "precision_class_mean", "recall_class_mean"} <= set(overall)
     assert runs[0]["data"]["sample_size"]["floor_rule"] == "train-vs-reference" and runs[0]["data"]["n_train"] == 30
-    for name in ("summary.json", "class_metrics.csv", "class_metrics.md", "level_metrics.md", "classes/all.json"):
+    for name in ("summary.json", "class_metrics.csv", "class_metrics.md", "level_metrics.md", "class/all.json"):
         assert filecmp.cmp(tmp_path / "m1" / name, tmp_path / "m2" / name, shallow=False), name  # seeded
 
     out = tmp_path / "m1"
@@ -178,7 +178,7 @@ def test_evaluate_writes_the_sample_size_columns_deterministically(world, tmp_pa
         assert col in table.columns, col
     md = (out / "class_metrics.md").read_text()
     assert "FID floor" in md and "no sample-size bias" in md
-    row = json.loads((out / "classes" / "Aves.json").read_text())["probe"]
+    row = json.loads((out / "class" / "Aves.json").read_text())["probe"]
     assert list(row)[:5] == ["fid", "fid_floor", "kid", "precision", "recall"] and row["kid"] == aves["kid"]
     levels = pd.read_csv(out / "level_metrics.csv").set_index("Level")
     assert levels.loc["species", "# small-sample taxa"] == 5 and levels.loc["species", "fid_small_sample"]

@@ -73,10 +73,11 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     assert default_scale != 8.0
     assert summary["data"]["generation"]["scale"] == [str(default_scale)]
     # `dvc metrics show` is the headline (the all-classes row, the stage's one metrics file); `dvc metrics show
-    # metrics/classes` the per-class table: one file per generated class + the all-classes row, same keys
+    # metrics/class` (evaluate.group_level) the per-class table: one file per generated class + the all-classes
+    # row, same keys
     shown = json.loads(dvc("metrics", "show", "--json", cwd=repo))
     assert [Path(p).name for p in next(iter(shown.values()))["data"]] == ["headline.json"]
-    shown = json.loads(dvc("metrics", "show", "--json", "metrics/classes", cwd=repo))
+    shown = json.loads(dvc("metrics", "show", "--json", "metrics/class", cwd=repo))
     files = {Path(p).name: d["data"] for p, d in next(iter(shown.values()))["data"].items()}
     assert set(files) == {f"{c}.json" for c in summary["per_class"]} | {"all.json"}, sorted(files)
     assert len({json.dumps(sorted(_flat(v))) for v in files.values()}) == 1, "metrics files with different keys"

@@ -83,7 +83,7 @@ def test_plots_csv_and_markdown_escape_hostile_class_names(tmp_path):
     assert not re.search(r"(?<!\\)<", md), "an unescaped '<' in the Markdown"
     rows = [line for line in md.splitlines() if line.startswith("|")][:4]  # header, rule, the two classes
     assert len({len(re.split(r"(?<!\\)\|", line)) for line in rows}) == 1, "a '|' split a Markdown row"
-    metric_files = sorted(p.name for p in (tmp_path / "out" / "classes").iterdir())
+    metric_files = sorted(p.name for p in (tmp_path / "out" / "class").iterdir())  # evaluate.group_level
     assert len(metric_files) == 3 and "all.json" in metric_files
     assert not any(n.startswith(".") or "<" in n for n in metric_files)
 
