@@ -39,6 +39,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from taxadiffusion.config import Params, params_from_dict, read_params_dict  # noqa: E402
+from taxadiffusion.core.device import default_device  # noqa: E402
 from taxadiffusion.models.base import load_base  # noqa: E402
 from taxadiffusion.models.conditioner import TaxonomyConditioner, lineage_texts
 from taxadiffusion.models.level import LevelConfig, build_level_model, write_level  # noqa: E402
@@ -83,20 +84,22 @@ def setup(root: Path, params: Params, n_taxa: int) -> None:
 def run_stage(root: Path, params: Params) -> float:
     """What stages/generate.py runs."""
     start = time.perf_counter()
-    summary = generate(params.generate, params.sampling, params.model, params.level_names, params.seed,
-                       root / "models" / "species", root / "prepared", root / "generated")
+    summary = generate(params.generate, params.sampling, params.experiment, root / "models" / "species",
+                       root / "prepared", root / "generated")
     seconds = time.perf_counter() - start
     assert summary["drawn_here"] == summary["images"], summary
     return seconds
 
 
 def run_reference(root: Path, params, mode: str) -> float:
-    """One taxon at a time through a stock StableDiffusionPipeline (timed from the first taxon)."""
+    """One taxon at a time through a stock StableDiffusionPipeline (timed from the first taxon), on the device the
+    stage samples on (``default_device()``: the GPU when there is one)."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     level_dir = root / "models" / "species"
     levels = params.level_names
-    base = load_base(params.model)
+    device = default_device()
+    base = load_base(params.model, device=device)
     sched_config = {k: v for k, v in base.scheduler_config.items() if k != "_class_name"}
     pipe = StableDiffusionPipeline(
         vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
@@ -105,8 +108,9 @@ def run_reference(root: Path, params, mode: str) -> float:
     )
     pipe.load_lora_weights(str(level_dir))
     pipe.set_progress_bar_config(disable=True)
-    conditioner = TaxonomyConditioner.load(level_dir).eval()
-    cache = TextEmbeddingCache(base.text_encoder, base.tokenizer)
+    pipe.to(device)  # the LoRA layers too
+    conditioner = TaxonomyConditioner.load(level_dir).eval().to(device)
+    cache = TextEmbeddingCache(base.text_encoder, base.tokenizer, device=device)
     manifest = pd.read_csv(root / "generated" / "manifest.csv", dtype={"seed": int}, keep_default_na=False)
     out = root / "reference"
     k = len(levels) - 1
@@ -128,6 +132,8 @@ def run_reference(root: Path, params, mode: str) -> float:
             ).images
             for s, image in zip(seeds, images):
                 image.save(folder / f"{s}.png")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -155,8 +161,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     n = args.taxa * args.images
     print(f"settings: tiny preset (32 px), {args.taxa} taxa x {args.images} images = {n}, PNDM {args.steps} steps, "
-          f"TaxaGuide scale 6, fp32 CPU, {args.threads} torch threads, stage batch_size {args.batch_size}, "
-          f"reference {args.reference}")
+          f"TaxaGuide scale 6, fp32 on {default_device()} (both sides), {args.threads} torch threads, stage "
+          f"batch_size {args.batch_size}, reference {args.reference}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         params = make_params(args)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from taxadiffusion.config import params_from_dict, read_params_dict, section_from_dict
+from taxadiffusion.core.device import default_device
 from taxadiffusion.data import animals
 from taxadiffusion.data import synthesize as synthetic
 from taxadiffusion.data.shard_reader import load_split_arrays
@@ -79,14 +81,17 @@ def make_shards(work: Path, resolution: int, n: int = 64) -> Path:
 
 
 def reference_loop(params, base, lineages, images, steps: int, batch: int) -> float:
-    """The official code's step: tokenize + encode L texts per sample and VAE-encode the images, every step."""
+    """The official code's step: tokenize + encode L texts per sample and VAE-encode the images, every step; on
+    the device ``base`` is on (the trainer's: the GPU when there is one)."""
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
 
     levels = params.level_names
+    device = base.unet.device
     torch.manual_seed(0)
-    cond = TaxonomyConditioner(ConditionerConfig(levels, base.text_hidden, 2, 8, 2048, 0.1))
+    cond = TaxonomyConditioner(ConditionerConfig(levels, base.text_hidden, 2, 8, 2048, 0.1)).to(device)
     add_lora(base.unet, 4, 4)
+    base.unet.to(device)  # the LoRA layers too
     cond.requires_grad_(False)
     cond.encoders[0].requires_grad_(True)
     trainable = lora_parameters(base.unet) + list(cond.encoders[0].parameters())
@@ -98,15 +103,15 @@ def reference_loop(params, base, lineages, images, steps: int, batch: int) -> fl
     for step in range(steps + 1):
         t0 = time.perf_counter()
         idx = [(step * batch + j) % len(images) for j in range(batch)]
-        x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        x = (torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1).to(device)
         with torch.no_grad():
             latents = base.vae.encode(x).latent_dist.sample() * base.scaling_factor
             texts = [t for i in idx for t in lineage_texts(levels, lineages[i], species_text="as_written")]
             ids = base.tokenizer(texts, padding="max_length", max_length=77, truncation=True,
-                                 return_tensors="pt").input_ids
+                                 return_tensors="pt").input_ids.to(device)
             hidden = base.text_encoder(ids)[0].view(batch, len(levels), 77, -1)
         noise = torch.randn_like(latents)
-        t = torch.randint(0, 1000, (batch,))
+        t = torch.randint(0, 1000, (batch,), device=device)
         noisy = sched.add_noise(latents, noise, t)
         pred = base.unet(noisy, t, cond(hidden, 0)).sample
         loss = F.mse_loss(pred, noise)
@@ -114,6 +119,8 @@ def reference_loop(params, base, lineages, images, steps: int, batch: int) -> fl
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if step > 0:  # the first step warms up allocators
             times.append(time.perf_counter() - t0)
     return batch / float(np.mean(times))
@@ -129,7 +136,9 @@ def bench_a(resolution: int, batch: int, steps: int) -> dict:
         data = read_params_dict(REPO / "params.yaml")
         data["model"].update(preset="sd15", pretrained=str(work / "sd15"), cache_latents=True, cond_layers=2,
                              cond_heads=8, cond_ff=2048)
-        data["train"].update(steps=steps + 1, batch_size=batch, checkpoint_every=0, log_every=1)
+        data["train"].update(steps=steps + 1, batch_size=batch)
+        # the run settings (checkpoints, logging) live in `compute` where params.yaml has that section
+        data["compute" if isinstance(data.get("compute"), dict) else "train"].update(checkpoint_every=0, log_every=1)
         params = params_from_dict(data)
         prepare_base(params.model, work / "models1" / "base", shards, work / "latents", resolution=resolution)
         print(f"setup (random SD1.5 at {resolution}px, latent cache) {time.perf_counter() - t0:.1f}s", flush=True)
@@ -141,12 +150,13 @@ def bench_a(resolution: int, batch: int, steps: int) -> dict:
             paths = TrainPaths(parent=None, out=work / f"models{n}" / "class", shards=shards,
                                latents=work / "latents", scratch=work / f"scratch{n}", log_dir=work / f"log{n}")
             spec = progressive_spec(cfg, params.level_names, "class")
-            summary = train(cfg, spec, params.experiment, paths, preview=None)  # the loop alone
+            extra = {"compute": params.compute} if "compute" in inspect.signature(train).parameters else {}
+            summary = train(cfg, spec, params.experiment, paths, preview=None, **extra)  # the loop alone
             loops[n] = summary["seconds_this_run"]
             print(f"trainer: {n} steps, loop {loops[n]:.1f}s", flush=True)
         ours = steps * batch / (loops[steps + 1] - loops[1])
         images, lineages = load_split_arrays(shards, "train")
-        base = load_base(params.model)
+        base = load_base(params.model, device=default_device())  # the trainer's device (accelerate: the GPU if any)
         base.unet.train()
         ref = reference_loop(params, base, lineages, images, steps, batch)
     finally:
