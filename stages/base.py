@@ -2,21 +2,30 @@
 cache the VAE posteriors of the training images in latent chunks). Writes <out>/base.json and <latents>/.
 
     python stages/base.py --shards data/shards --out models/base --latents data/latents
+
+Several processes share the encode (each writes its chunks; the files are those of one process):
+``accelerate launch --num_processes N stages/base.py ...`` on GPUs, ``torchrun --nproc_per_node N`` on CPU.
 """
 
 from __future__ import annotations
 
 import logging
 
+from accelerate import PartialState
+
 from taxadiffusion.cli import run_stage, stage_parser
-from taxadiffusion.core.device import default_device
+from taxadiffusion.core.device import on_cpu_only
 from taxadiffusion.training.base import prepare_base
 
 
 def main(args, params) -> None:
+    # Several processes (torchrun / accelerate launch) share the VAE encode; cpu=True on a CPU-only machine, or
+    # accelerate leaves its ranks as independent processes (docs/install.md "Measured stack behaviour").
+    state = PartialState(cpu=on_cpu_only())
     info = prepare_base(params.model, args.out, args.shards, args.latents, resolution=params.dataset.resolution,
-                        device=default_device())
-    logging.info("base: %s", {k: v for k, v in info.items() if k not in ("files", "recipe")})
+                        device=state.device, state=state)
+    if state.is_main_process:
+        logging.info("base: %s", {k: v for k, v in info.items() if k not in ("files", "recipe")})
 
 
 if __name__ == "__main__":

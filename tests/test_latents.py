@@ -4,20 +4,24 @@ base_stage.py) on the miniature SD1.5 of tests/helpers/sd15.py."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from helpers.params import section
+from helpers.params import REPO, section
 from helpers.sd15 import RESOLUTION, make_mini_sd15
+from helpers.stages import free_port
 
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.models.base import load_base
 from taxadiffusion.training import latents as latents_mod
 from taxadiffusion.training.base import prepare_base
 from taxadiffusion.training.latent_chunks import INDEX_FILE, ChunkWriter, LatentShards, LatentTable, write_index
-from taxadiffusion.training.latents import encode_posterior, latent_source
+from taxadiffusion.training.latents import _batches, encode_posterior, latent_source
 
 LEVELS = ["class", "species"]
 
@@ -98,7 +102,7 @@ def mini(tmp_path_factory):
 
 def test_base_streams_the_posteriors_into_chunks(mini, tmp_path, monkeypatch):
     cfg, shards, images = mini
-    monkeypatch.setattr(latents_mod, "ENCODE_BATCH", 4)  # several batches
+    monkeypatch.setattr(latents_mod, "ENCODE_BATCH", {"cpu": 4})  # several batches
     info = prepare_base(cfg, tmp_path / "base", shards, tmp_path / "lat", resolution=RESOLUTION)
     assert info["cached_latents"] == 11 and json.loads((tmp_path / "base/base.json").read_text())["resolution"] == 32
     source = latent_source(load_base(cfg), shards, tmp_path / "lat")
@@ -121,3 +125,59 @@ def test_resolution_other_than_the_base_is_a_one_line_error(mini, tmp_path):
     assert "dataset.resolution=64" in message and "native resolution 32 px" in message
     assert "model.pretrained=" in message and "\n" not in message
     assert not (tmp_path / "lat").exists() and not (tmp_path / "base").exists()
+
+
+def _files(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_base_writes_the_bytes_of_one_stream_of_batches(mini, tmp_path):
+    """The DataLoader path stores what the earlier code stored: batches of 8 from the first image, through
+    encode_posterior and the ChunkWriter, in shard order (the CPU default: no numerical change)."""
+    cfg, shards, _ = mini
+    prepare_base(cfg, tmp_path / "base", shards, tmp_path / "lat", resolution=RESOLUTION)
+    base = load_base(cfg)
+    writer = ChunkWriter(tmp_path / "ref")
+    (tmp_path / "ref").mkdir()
+    for images, lineages in _batches(shards, 8):
+        mean, std = encode_posterior(base, images)
+        writer.add(mean[:, None], std[:, None], lineages)
+    write_index(tmp_path / "ref", "sd15", writer.finish())
+    assert _files(tmp_path / "lat") == _files(tmp_path / "ref")
+
+
+_RANKS = """
+import sys
+from accelerate import PartialState
+from helpers.params import section
+from taxadiffusion.training import latents
+from taxadiffusion.training.base import prepare_base
+latents.CHUNK_SIZE, latents.ENCODE_BATCH = 4, {"cpu": 3}
+pretrained, shards, out = sys.argv[1:]
+state = PartialState(cpu=True)
+assert state.num_processes == 2
+prepare_base(section("model", {"preset": "sd15", "pretrained": pretrained}), out + "/base", shards, out + "/lat",
+             resolution=%d, state=state)
+"""
+
+
+def test_two_processes_write_the_chunks_of_one(mini, tmp_path, monkeypatch):
+    """torchrun, 2 gloo ranks on the CPU: each encodes every other chunk into rank 0's folder, rank 0 indexes
+    them; the files are byte for byte those of one process (chunks of 4, batches of 3: 3 chunks, ragged)."""
+    cfg, shards, _ = mini
+    monkeypatch.setattr(latents_mod, "CHUNK_SIZE", 4)
+    monkeypatch.setattr(latents_mod, "ENCODE_BATCH", {"cpu": 3})
+    prepare_base(cfg, tmp_path / "one" / "base", shards, tmp_path / "one" / "lat", resolution=RESOLUTION)
+    script = tmp_path / "ranks.py"
+    script.write_text(_RANKS % RESOLUTION)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(script), cfg.pretrained, str(shards), str(tmp_path / "two")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _files(tmp_path / "one" / "lat"), _files(tmp_path / "two" / "lat")
+    assert sorted(one) == [INDEX_FILE] + [f"train-00000{i}.safetensors" for i in range(3)]
+    assert one == two
+    assert _files(tmp_path / "one" / "base") == _files(tmp_path / "two" / "base")
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["base", "lat"]  # no temporaries left

@@ -18,9 +18,10 @@ from PIL import Image
 
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.data import image_files as I
+from taxadiffusion.data import shard as shard_mod
 from taxadiffusion.data.prepare import prepare
 from taxadiffusion.data.shard import write_shards
-from taxadiffusion.data.shard_reader import iter_shard_samples, load_split_arrays
+from taxadiffusion.data.shard_reader import ShardImages, iter_shard_samples, load_split_arrays
 
 REPO = Path(__file__).resolve().parents[1]
 RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
@@ -139,9 +140,10 @@ def _members(tar_path: Path) -> list[str]:
         return tf.getnames()
 
 
-def test_shards_follow_the_contract_and_are_byte_identical(tmp_path):
+def test_shards_follow_the_contract_and_are_byte_identical(tmp_path, monkeypatch):
     params = _prepared(tmp_path)
     a = _shards(params, tmp_path / "prepared", tmp_path / "a", show_progress=False)
+    monkeypatch.setattr(shard_mod, "available_cores", lambda: 5)  # another thread count: the same bytes
     b = _shards(params, tmp_path / "prepared", tmp_path / "b", show_progress=False)
     assert a == b == json.loads((tmp_path / "a" / "index.json").read_text())
     assert a["levels"] == ["class", "order", "family", "genus", "species"] and a["resolution"] == 16
@@ -204,6 +206,9 @@ def test_readers_return_table_order_images_and_lineages(tmp_path):
     assert [k for k, _, _ in samples] == [f"{i:09d}" for i in train.index]
     key, img, meta = samples[0]
     assert img.mode == "RGB" and img.size == (16, 16)
+    images = ShardImages(tmp_path / "out", "train")  # random access (base's DataLoader): the same pixels, in order
+    assert len(images) == len(samples) and np.array_equal(images[0], np.asarray(img))
+    assert [images.lineage(i) for i in range(len(images))] == [m["lineage"] for _, _, m in samples]
     first = train.iloc[0]
     assert meta == {"lineage": {lv: first[lv] for lv in ["class", "order", "family", "genus", "species"]},
                     "row": int(first["row"]), "path": first["path"]}

@@ -13,7 +13,6 @@ Readers for training / evaluation: :mod:`taxadiffusion.data.shard_reader`.
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,12 +25,12 @@ from taxadiffusion.core import files
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.data.image_files import encode_png, load_preprocessed
 from taxadiffusion.data.readers import BBOX_COLUMNS
-from taxadiffusion.data.shard_reader import SPLITS
+from taxadiffusion.data.shard_reader import SPLITS, available_cores
 
 SHARD_PATTERN = "shard-%06d.tar"
 
 
-_BATCH = 64  # images preprocessed concurrently before being written in order
+_BATCH = 64  # images preprocessed per pool.map before being written in order (at least 4 per thread)
 
 
 def _tar_writer(path: Path) -> wds.TarWriter:
@@ -83,9 +82,10 @@ def _write_split(rows: pd.DataFrame, split_dir: Path, split: str, per_shard: int
         writer = _tar_writer(split_dir / name)  # inside the whole-folder temporary of write_shards
         try:
             stop = min(start + per_shard, len(records))
-            for b in range(start, stop, _BATCH):
+            step = max(_BATCH, 4 * available_cores())  # enough jobs in flight to keep every thread busy
+            for b in range(start, stop, step):
                 jobs = [(indices[i], records[i], root, mode, resolution, levels, has_bbox)
-                        for i in range(b, min(b + _BATCH, stop))]
+                        for i in range(b, min(b + step, stop))]
                 for sample in pool.map(_make_sample, jobs):  # map keeps table order
                     writer.write(sample)
                 bar.update(len(jobs))
@@ -112,8 +112,9 @@ def write_shards(cfg: DatasetConfig, shard_cfg: ShardConfig, levels: list[str], 
              "samples_per_shard": per_shard}
     # The whole folder is built under a temporary name and swapped in: a killed run leaves the old shards
     # and index or the new ones, never a mix of resolutions. Decode / resize / PNG-encode release the GIL for
-    # most of their time, so threads scale on cores.
-    with files.atomic_dir(out) as staging, ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+    # most of their time, so threads scale on cores: one per available core (pool.map keeps table order, so
+    # the bytes do not depend on the thread count).
+    with files.atomic_dir(out) as staging, ThreadPoolExecutor(max_workers=available_cores()) as pool:
         for split in SPLITS:
             rows = table[table["split"] == split]
             names = _write_split(rows, staging / split, split, per_shard, ctx, pool, show_progress)

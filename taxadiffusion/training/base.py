@@ -22,7 +22,7 @@ def check_resolution(base: BaseModel, cfg: ModelConfig, resolution: int) -> None
 
 
 def prepare_base(cfg: ModelConfig, out_dir: str | Path, shards: str | Path, latents_dir: str | Path, *,
-                 resolution: int, device: str = "cpu") -> dict:
+                 resolution: int, device: str = "cpu", state=None) -> dict:
     """Write ``<out_dir>/base.json`` (what the base is) and ``<latents_dir>/`` (``latents.json``; sd15 with
     ``model.cache_latents`` also the latent chunks).
 
@@ -30,7 +30,9 @@ def prepare_base(cfg: ModelConfig, out_dir: str | Path, shards: str | Path, late
     sd15: loads every component once (a missing model is a one-line error naming ``model.pretrained``)
     and, with ``model.cache_latents``, streams the training images through the VAE once
     (:func:`taxadiffusion.training.latents.write_latents`). ``resolution`` (``dataset.resolution``) must be the base
-    model's native one. ``latents_dir`` is built whole under a temporary name and swapped in.
+    model's native one. ``latents_dir`` is built whole under a temporary name and swapped in. ``state`` (accelerate
+    ``PartialState``; None: one process): every rank encodes its share of the chunks into rank 0's temporary
+    folder; rank 0 alone writes the index and ``base.json``. The files are those of one process.
     """
     info: dict = {"preset": cfg.preset, "pretrained": cfg.pretrained, "revision": cfg.revision}
     if cfg.preset == "tiny":
@@ -48,11 +50,25 @@ def prepare_base(cfg: ModelConfig, out_dir: str | Path, shards: str | Path, late
         text_max_length=int(base.tokenizer.model_max_length),
         unet_parameters=sum(p.numel() for p in base.unet.parameters()),
     )
+    encode = cfg.preset == "sd15" and cfg.cache_latents
+    if state is not None and not state.is_main_process:
+        if encode:  # rank 0's temporary folder; it swaps the folder in after the barrier in write_latents
+            write_latents(base, shards, _shared(state, None), show_progress=False, state=state)
+        return info
     with atomic_dir(latents_dir) as staging:
         index = None
-        if cfg.preset == "sd15" and cfg.cache_latents:
-            index = write_latents(base, shards, staging)
+        if encode:
+            index = write_latents(base, shards, _shared(state, staging), state=state)
             info["cached_latents"] = index["cached"]
         write_index(staging, cfg.preset, index)
     write_json(Path(out_dir) / "base.json", info)
     return info
+
+
+def _shared(state, staging: Path | None) -> Path:
+    """Rank 0's ``staging`` folder, on every rank (one broadcast; ranks share a filesystem)."""
+    if state is None or state.num_processes == 1:
+        return staging
+    from accelerate.utils import broadcast_object_list
+
+    return Path(broadcast_object_list([str(staging) if staging is not None else None], from_process=0)[0])

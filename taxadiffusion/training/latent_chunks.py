@@ -113,19 +113,30 @@ class ChunkWriter:
     def _flush(self) -> None:
         if not self._taxon:
             return
-        name = CHUNK_PATTERN % len(self.chunks)
-        tensors = {"mean": torch.stack(self._mean).contiguous(), "std": torch.stack(self._std).contiguous(),
-                   "taxon": torch.tensor(self._taxon, dtype=torch.int32)}
-        save_file(tensors, str(self.folder / name), metadata={"format": str(FORMAT)})
-        self.chunks.append({"file": name, "count": len(self._taxon)})
+        self.chunks.append(save_chunk(self.folder, len(self.chunks), torch.stack(self._mean),
+                                      torch.stack(self._std), torch.tensor(self._taxon, dtype=torch.int32)))
         self._mean, self._std, self._taxon = [], [], []
 
     def finish(self) -> dict:
         self._flush()
-        views, *shape = self.shape or [1, 0, 0, 0]
-        return {"format": FORMAT, "cached": sum(c["count"] for c in self.chunks), "shape": shape, "views": views,
-                "chunk_size": self.chunk_size, "chunks": self.chunks,
-                "taxa": [json.loads(key) for key in self.taxa]}
+        return chunk_index(self.shape or [1, 0, 0, 0], self.chunk_size, self.chunks,
+                           [json.loads(key) for key in self.taxa])
+
+
+def save_chunk(folder: str | Path, number: int, mean: torch.Tensor, std: torch.Tensor, taxon: torch.Tensor) -> dict:
+    """Write chunk ``number`` (``mean``/``std`` ``[n, K, C, h, w]`` stored fp16, ``taxon`` int32 ``[n]``); returns
+    its entry of the index. Chunks are independent files, so processes can write different chunks of one folder."""
+    name = CHUNK_PATTERN % number
+    tensors = {"mean": mean.half().contiguous(), "std": std.half().contiguous(), "taxon": taxon.to(torch.int32)}
+    save_file(tensors, str(Path(folder) / name), metadata={"format": str(FORMAT)})
+    return {"file": name, "count": len(taxon)}
+
+
+def chunk_index(row_shape: Sequence[int], chunk_size: int, chunks: list[dict], taxa: list[dict]) -> dict:
+    """The ``latents.json`` fields of ``chunks`` (rows of ``row_shape`` = ``[K, C, h, w]``), in the file's key order."""
+    views, *shape = row_shape
+    return {"format": FORMAT, "cached": sum(c["count"] for c in chunks), "shape": list(shape), "views": views,
+            "chunk_size": chunk_size, "chunks": chunks, "taxa": taxa}
 
 
 def write_index(folder: str | Path, preset: str, index: dict | None = None) -> None:
