@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, NoReturn, Optional
 
 from taxadiffusion.config import Params, params_from_dict, read_params_dict, section_from_dict
 from taxadiffusion.config.stage_params import ParamsWatch
-from taxadiffusion.core import progress
+from taxadiffusion.core import launch, progress
 from taxadiffusion.core.errors import UserError
 
 # tool -> the module whose ``main(argv)`` runs it; imported only when that tool is asked for
@@ -70,7 +70,8 @@ def one_line_errors(fn: Callable[[], Any]) -> Any:
         message = str(exc)
     except OSError as exc:
         message = os_error_line(exc)
-    print(f"error: {message}", file=sys.stderr)
+    if not launch.report_error(message):  # a stage's worker: its launcher prints each distinct line once
+        print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -166,8 +167,6 @@ def _run_checked(main: Callable[[argparse.Namespace, Params], None], args: argpa
 def _as_workers(args: argparse.Namespace) -> int | None:
     """The exit status of this stage run as the ``compute`` section's workers, or None: work here
     (:mod:`taxadiffusion.core.launch`)."""
-    from taxadiffusion.core import launch
-
     compute = section_from_dict("compute", read_params_dict(args.params).get("compute"))
     return launch.run_as_workers(compute, sys.argv)
 

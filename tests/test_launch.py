@@ -86,7 +86,7 @@ def test_one_worker_runs_in_this_process_and_more_start_torchrun(monkeypatch):
     assert launch.run_as_workers(section("compute", {"processes": 1}), ["stages/train.py"]) is None
     assert launch.processes_per_node(section("compute")) == (torch.cuda.device_count() or 1)  # auto
     cmd = launch.launch_command(section("compute", {"processes": 2}), ["stages/train.py", "--level", "x"], "tok")
-    assert cmd[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    assert cmd[1:5] == ["-m", "taxadiffusion.core.launch", "--nproc_per_node=2", "--standalone"]  # torchrun, quiet
     assert cmd[-3:] == ["stages/train.py", "--level", "x"]
     nodes = section("compute", {"processes": 8, "nodes": 4, "launcher": "srun --ntasks-per-node=1",
                                 "rdzv_endpoint": "head:29400"})
@@ -125,8 +125,25 @@ def test_a_stage_with_two_workers_on_a_missing_launcher_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         "error: params.yaml compute.launcher='no-such-srun': no-such-srun: no such program"), proc.stderr
-    assert not list((tmp_path / "scratch" / "launch").glob("*"))  # the token file is gone again
+    assert not list((tmp_path / "scratch" / "launch").glob("*"))  # the token folder is gone again
 
+
+
+def test_two_workers_failing_alike_print_one_line_and_no_torchrun_report(tmp_path):
+    """Both workers fail with the same one-line error: the person sees it once, with the stage's status 2, and none
+    of torchrun's failure report (a traceback, a table per rank)."""
+    write_params(tmp_path, tiny_params(**{"compute.processes": 2}))
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "RANK")}
+    proc = subprocess.run([sys.executable, str(REPO / "stages/generate.py"), "--model", "models/nothing"],
+                          cwd=tmp_path, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: models/nothing/train_config.json: missing; models/nothing is not a trained level "
+                      "(run `dvc repro` first)"], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr, proc.stderr[-3000:]
+    assert "2 worker(s)" in proc.stderr
+    assert not list((tmp_path / "scratch" / "launch").iterdir())  # the token folder is gone
 
 # ---- training: the same model however it is launched (real stage runs, gloo on CPU) --------------------------
 
