@@ -1,9 +1,6 @@
 """One experiment however it is launched: the global batch as processes x micro-batches (training/batches.py), the
-stages starting their own workers (core/launch.py), and the launch-invariance of training on CPU (gloo).
-
-Measured (2 CPU cores, tiny preset, batch 4, 4 steps at lr 1e-3): 1 process x 4 micro-batches, 2 x 2 and 4 x 1 end
-within 1e-5 of each other in every trained parameter (largest: 9.2e-6, the condition module; the LoRA 1.8e-7):
-float sums added in another order (local accumulation vs the DDP all-reduce). TOLERANCE leaves 10x room.
+stages starting their own workers (core/launch.py), and the launch-invariance of training on CPU (gloo), within
+the measured tolerance of tests/helpers/tolerance.py.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ import torch
 import yaml
 from helpers.params import REPO, section, tiny_params, write_params
 from helpers.stages import run_stage
+from helpers.tolerance import LAUNCH_TOLERANCE
 from safetensors.torch import load_file
 
 from taxadiffusion.core import launch
@@ -28,7 +26,7 @@ from taxadiffusion.core.errors import UserError
 from taxadiffusion.training.batches import BatchPlan, Draws, micro_batch, sample_indices
 from taxadiffusion.training.latent_chunks import LatentTable
 
-TOLERANCE = 1e-4  # largest parameter difference between launches (module docstring: measured 9.2e-6)
+TOLERANCE = LAUNCH_TOLERANCE
 
 
 # ---- the plan: global batch = processes x accumulation x micro-batch --------------------------------------------
@@ -148,10 +146,10 @@ def test_two_workers_failing_alike_print_one_line_and_no_torchrun_report(tmp_pat
 # ---- training: the same model however it is launched (real stage runs, gloo on CPU) --------------------------
 
 
-def _train(work: Path, processes: int, micro: int, steps: int, max_steps: int | None = None):
+def _train(work: Path, processes: int, micro: int, steps: int, max_steps: int | None = None, workers: int = 0):
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["train"].update(steps=steps, batch_size=4)
-    params["compute"].update(processes=processes, micro_batch=micro, checkpoint_every=1)
+    params["compute"].update(processes=processes, micro_batch=micro, checkpoint_every=1, num_workers=workers)
     write_params(work, params)
     extra = ["--max-steps-this-run", str(max_steps)] if max_steps else []
     return run_stage("train.py", "--level", "class", "--parent", "models/base", "--out", "models/class",
@@ -176,12 +174,13 @@ def test_one_by_four_two_by_two_four_by_one_and_a_resume_under_fewer_processes_t
     for processes in (1, 2, 4):
         work = tmp_path / f"p{processes}"
         shutil.copytree(data_workspace, work, ignore=shutil.ignore_patterns("scratch", "metrics"))
-        _train(work, processes, micro=1, steps=4)
+        _train(work, processes, micro=1, steps=4, workers=1 if processes == 2 else 0)  # (2: a data-loader worker)
         timing = json.loads((work / "scratch/train/class/timing.json").read_text())
         assert (timing["processes"], timing["micro_batch"], timing["accumulation"]) == (processes, 1, 4 // processes)
         runs[processes] = _weights(work)
-    assert _largest_difference(runs[2], runs[1]) < TOLERANCE
-    assert _largest_difference(runs[4], runs[1]) < TOLERANCE
+    differences = {f"{p}x{4 // p}": _largest_difference(runs[p], runs[1]) for p in (2, 4)}
+    print("largest parameter difference from 1x4:", differences)  # (pytest -s shows the measured figures)
+    assert all(d < TOLERANCE for d in differences.values()), differences
 
     resumed = tmp_path / "resumed"
     shutil.copytree(data_workspace, resumed, ignore=shutil.ignore_patterns("scratch", "metrics"))
@@ -189,7 +188,9 @@ def test_one_by_four_two_by_two_four_by_one_and_a_resume_under_fewer_processes_t
     assert not (resumed / "models/class").exists(), stopped.stderr[-2000:]
     again = _train(resumed, 1, micro=1, steps=4)  # resumed under 1
     assert "resuming from" in again.stderr + again.stdout
-    assert _largest_difference(_weights(resumed), runs[1]) < TOLERANCE
+    resumed_difference = _largest_difference(_weights(resumed), runs[1])
+    print("largest parameter difference, stopped under 2 + resumed under 1, from 1x4:", resumed_difference)
+    assert resumed_difference < TOLERANCE
     # the run's identity (train_config.json) does not record the launch
     assert (resumed / "models/class/train_config.json").read_bytes() == (
         tmp_path / "p4" / "models/class/train_config.json").read_bytes()

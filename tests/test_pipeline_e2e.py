@@ -7,7 +7,9 @@ ignored files: exactly what a `git clone` would hold once everything is committe
   stage (README's sweep promise; dvc.yaml lists `guidance_scale` for `generate` only), and the new
   metrics were really computed at scale 8;
 - `seed=1` would re-run training, generation and the probe but no data stage (`dvc status`);
-- `taxadiffusion sweep` reads the real `dvc exp show --json` of that repo.
+- `taxadiffusion sweep` reads the real `dvc exp show --json` of that repo;
+- `preview` and `compute` changes leave `dvc status` clean, and `compute.processes: 2` makes a plain `dvc repro` of
+  level 0 start two workers that train the one-process model.
 Takes about 4 minutes on one core (about 25 stage processes, each importing torch for ~8 s).
 """
 
@@ -22,9 +24,12 @@ import pytest
 import yaml
 from helpers.e2e import RUNNING, copy_checkout, dvc, git, run_cmd
 from helpers.params import tiny_params, write_params
+from helpers.tolerance import LAUNCH_TOLERANCE
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow  # the whole DAG under `dvc repro`, then an experiment: minutes
 
+WEIGHTS = ("condition.safetensors", "pytorch_lora_weights.safetensors")  # what a level 0 run trains
 # Stages that must not run again when only the guidance scale changes.
 NOT_AGAIN = ("synthesize", "prepare", "shard", "base", "probe")
 
@@ -53,7 +58,8 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     repo.mkdir()
     copy_checkout(repo)
     assert (repo / "dvc.yaml").exists() and (repo / ".dvc" / "config").exists()
-    write_params(repo, tiny_params())  # 3 classes, 2 train steps per level, 3 sampling steps, 1 image per species
+    # 3 classes, 2 train steps per level, 3 sampling steps, 1 image per species; micro-batches of 2 (step 5)
+    write_params(repo, tiny_params(**{"compute.micro_batch": 2}))
     git("add", "-A", cwd=repo)
     git("commit", "-q", "-m", "tiny params", cwd=repo)
 
@@ -116,3 +122,25 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     assert sorted(table["guidance_scale"]) == sorted([default_scale, 8.0])
     assert table["probe.fid"].notna().all()
     assert (repo / "metrics" / "guidance_sweep.png").stat().st_size > 1000
+
+    # 5. how stages run is hashed nowhere: after each change of `preview` or `compute`, `dvc status` stays clean
+    # (no 250K-step level re-trains for a logging setting), and two workers configured for train@<level 0> start by
+    # themselves under a plain `dvc repro` and train the model one process trained (helpers/tolerance.py)
+    level0 = next(iter(tiny_params()["levels"]))
+    one = {name: load_file(repo / "models" / level0 / name) for name in WEIGHTS}
+    current = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in [("preview.every", 1), ("compute.log_every", 1), ("compute.checkpoint_every", 0),
+                       ("compute.num_workers", 1), ("compute.gradient_checkpointing", True), ("compute.compile", False),
+                       ("compute.micro_batch", 1), ("compute.processes", 2)]:
+        section, name = key.split(".")
+        current[section][name] = value
+        write_params(repo, current)
+        assert _changed(repo) == {}, f"{key}={value} would re-run stages"
+    current["compute"].update(micro_batch=2, num_workers=0, gradient_checkpointing=False)
+    write_params(repo, current)
+    log = dvc("repro", "-f", "-s", f"train@{level0}", cwd=repo)
+    assert "2 worker(s)" in log, log[-3000:]
+    assert json.loads((repo / "scratch" / "train" / level0 / "timing.json").read_text())["processes"] == 2
+    two = {name: load_file(repo / "models" / level0 / name) for name in WEIGHTS}
+    largest = max(float((two[f][k] - one[f][k]).abs().max()) for f in WEIGHTS for k in one[f])
+    assert largest < LAUNCH_TOLERANCE, largest
