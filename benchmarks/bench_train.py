@@ -228,7 +228,7 @@ def main():
     if not args.skip_b:
         print("(b) tiny preset:", json.dumps(bench_b()), flush=True)
     if not args.skip_a:
-        print("(a) SD1.5 architecture, random weights, CPU:",
+        print(f"(a) SD1.5 architecture, random weights, {default_device()}:",
               json.dumps(bench_a(args.resolution, args.batch, args.steps)), flush=True)
 
 
