@@ -403,3 +403,21 @@ def test_params_rewritten_by_dvc_exp_run_still_load(tmp_path):
     path.write_text(text.replace('mixed_precision: "no"', "mixed_precision: fp8"))
     with pytest.raises(UserError, match=r"train.mixed_precision='fp8': expected one of no, bf16, fp16"):
         load_params(path)
+
+
+@pytest.mark.slow
+def test_bf16_training_keeps_trainable_weights_fp32_and_the_frozen_lora_unchanged(data_workspace, tmp_path):
+    """The presets' precision (train.mixed_precision: bf16: autocast, frozen base weights in bf16, training/
+    precision.py) on the CPU: level 0 and level 1 train, previews draw under the same autocast, the saved LoRA and
+    condition module are fp32, level 1 writes level 0's LoRA back bit for bit, and no float32-modules warning."""
+    work = _workspace(data_workspace, tmp_path, **{"train.mixed_precision": "bf16", "preview.every": 1,
+                                                   "compute.num_workers": 1})
+    first = run_stage("train.py", *_train_args("class"), cwd=work)
+    second = run_stage("train.py", *_train_args("order", "class"), cwd=work)
+    assert "should be kept in float32" not in first.stderr + second.stderr
+    for level in ("class", "order"):
+        for name in ("condition.safetensors", "pytorch_lora_weights.safetensors"):
+            assert {t.dtype for t in load_file(work / "models" / level / name).values()} == {torch.float32}
+        assert len(list((work / "metrics/train" / level / "plots/images/preview").glob("*.png"))) == 2
+    lora = "pytorch_lora_weights.safetensors"
+    assert (work / "models/class" / lora).read_bytes() == (work / "models/order" / lora).read_bytes()

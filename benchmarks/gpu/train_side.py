@@ -9,7 +9,6 @@ from a cache), latents already encoded on both sides."""
 from __future__ import annotations
 
 import gc
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -58,10 +57,7 @@ def _project_run(world: World, k: int, parent: LevelConfig | None):
     parent_dir = level_dir(world, 0) if k else None
     paths = TrainPaths(parent=parent_dir, out=level_dir(world, k), shards=world.shards, latents=world.latents,
                        scratch=world.work / f"scratch{k}", log_dir=world.work / f"log{k}")
-    # build_run takes the run settings (`compute`: micro-batch, checkpointing) since train.batch_size became the
-    # global batch; the benchmark runs with either signature
-    extra = {"compute": params.compute} if "compute" in inspect.signature(build_run).parameters else {}
-    return build_run(accelerator, params.train, spec, config, parent_dir, paths, **extra), config
+    return build_run(accelerator, params.train, spec, config, parent_dir, paths, params.compute), config
 
 
 def warm_text_cache(run, k: int) -> None:

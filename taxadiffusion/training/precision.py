@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from taxadiffusion.models.base import BaseModel
+from taxadiffusion.models.base import BaseModel, move
 from taxadiffusion.models.lora import lora_parameters
 
 COMPUTE_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -25,6 +25,7 @@ def frozen_in_compute_dtype(base: BaseModel, unet: torch.nn.Module, dtype: torch
     for p in unet.parameters():
         if not p.requires_grad and id(p) not in keep:
             p.data = p.data.to(dtype)
+    device = next(unet.parameters()).device
     for module in (base.vae, base.text_encoder):
         if module is not None:
-            module.to(dtype=dtype)
+            move(module, device, dtype)  # (no diffusers warning about float32 modules that the model does not name)
