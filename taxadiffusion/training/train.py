@@ -224,8 +224,8 @@ def _loop(run: Run, compute: ComputeConfig, scratch: Path, fp: str, start_step: 
                 _stop_if_diverged(run, first_bad)
                 last_loss = acc.gather(loss.reshape(1)).mean().item()
                 bar.set_postfix(loss=f"{last_loss:.4f}")
-                if live is not None:
-                    log_row(live, step + 1, {"loss": last_loss, "lr": spec.lr})
+                if live is not None:  # (the lr is constant, Table S1, and in train_config.json: no flat curve)
+                    log_row(live, step + 1, {"loss": last_loss})
             if previews is not None:
                 previews.maybe_log(live, step + 1)  # no RNG of training is drawn from (training/previews.py)
             every = compute.checkpoint_every
