@@ -3,8 +3,8 @@ cache the VAE posteriors of the training images in latent chunks). Writes <out>/
 
     python stages/base.py --shards data/shards --out models/base --latents data/latents
 
-Several processes share the encode (each writes its chunks; the files are those of one process):
-``accelerate launch --num_processes N stages/base.py ...`` on GPUs, ``torchrun --nproc_per_node N`` on CPU.
+It starts one worker per GPU itself (params.yaml `compute.processes`, taxadiffusion/core/launch.py): the workers
+share the encode (each writes its chunks; the files are those of one process).
 """
 
 from __future__ import annotations
@@ -33,4 +33,4 @@ if __name__ == "__main__":
     parser.add_argument("--shards", default="data/shards", help="WebDataset shards (default: data/shards)")
     parser.add_argument("--out", default="models/base", help="output folder (default: models/base)")
     parser.add_argument("--latents", default="data/latents", help="latent cache folder (default: data/latents)")
-    run_stage(main, parser)
+    run_stage(main, parser, workers=True)
