@@ -20,6 +20,7 @@ from taxadiffusion.core.errors import UserError
 from taxadiffusion.models.base import load_base
 from taxadiffusion.training import latents as latents_mod
 from taxadiffusion.training.base import prepare_base
+from taxadiffusion.training.batches import posterior_sample
 from taxadiffusion.training.latent_chunks import INDEX_FILE, ChunkWriter, LatentShards, LatentTable, write_index
 from taxadiffusion.training.latents import _batches, encode_posterior, latent_source
 
@@ -41,30 +42,33 @@ def _write(folder, n: int, views: int = 1, chunk_size: int = 3):
     return mean.half().float(), std.half().float()
 
 
-def test_chunks_round_trip_and_draw_from_the_step_generator(tmp_path):
+def test_chunks_round_trip_and_a_sample_draws_from_its_own_generator(tmp_path):
     mean, std = _write(tmp_path, 7)
     chunks = [f"train-00000{i}.safetensors" for i in range(3)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_FILE] + chunks
     source = LatentShards(tmp_path, open_chunks=2)
     assert len(source) == 7 and [source.lineages[i] for i in (0, 4)] == [_lineage(0), _lineage(4)]
     idx = np.array([6, 0, 4, 4])
-    a = source.batch(idx, torch.Generator().manual_seed(5))
-    eps = torch.randn(4, 4, 2, 2, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(a, mean[idx, 0] + std[idx, 0] * eps)  # a fresh posterior sample, from the given generator
+    rows_mean, rows_std = source.rows(idx)
+    assert torch.equal(rows_mean.float(), mean[idx]) and torch.equal(rows_std.float(), std[idx])
     assert len(source._open) <= 2  # least recently used chunks are closed
-    table = LatentTable(mean, std, [_lineage(i) for i in range(7)])  # the in-memory source: the same draws
-    assert torch.equal(table.batch(idx, torch.Generator().manual_seed(5)), a)
-    assert torch.equal(LatentTable(mean, None, [{}] * 7).batch(idx, torch.Generator()), mean[idx, 0])
+    table = LatentTable(mean, std, [_lineage(i) for i in range(7)])  # the in-memory source: the same rows
+    assert all(torch.equal(a.float(), b.float()) for a, b in zip(table.rows(idx), (rows_mean, rows_std)))
+    a = posterior_sample(rows_mean[0], rows_std[0], torch.Generator().manual_seed(5))
+    eps = torch.randn(4, 2, 2, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, mean[6, 0] + std[6, 0] * eps)  # a fresh posterior sample, from the sample's generator
+    assert torch.equal(posterior_sample(mean[6], None, torch.Generator()), mean[6, 0])  # deterministic encoder
 
 
 def test_views_are_drawn_per_image(tmp_path):
     mean, std = _write(tmp_path, 5, views=2)
-    gen = torch.Generator().manual_seed(1)
-    got = LatentShards(tmp_path).batch(np.arange(5), gen)
-    g = torch.Generator().manual_seed(1)
-    view = torch.randint(0, 2, (5,), generator=g)
-    eps = torch.randn(5, 4, 2, 2, generator=g)
-    assert torch.equal(got, mean[torch.arange(5), view] + std[torch.arange(5), view] * eps)
+    rows_mean, rows_std = LatentShards(tmp_path).rows(np.arange(5))
+    for i in range(5):
+        got = posterior_sample(rows_mean[i], rows_std[i], torch.Generator().manual_seed(i))
+        g = torch.Generator().manual_seed(i)
+        view = int(torch.randint(0, 2, (), generator=g))
+        eps = torch.randn(4, 2, 2, generator=g)
+        assert torch.equal(got, mean[i, view] + std[i, view] * eps)
 
 
 def test_damaged_chunks_are_one_line_errors(tmp_path):

@@ -121,7 +121,7 @@ def micro_batch(source: LatentSource, draws: Draws, plan: BatchPlan, step: int, 
     idx = sample_indices(len(source), draws.batch, step, positions, draws.seed)
     gens = [keyed_rng(draws.seed, step, j) for j in positions]
     mean, std = source.rows(idx)
-    x0 = torch.stack([_posterior_sample(mean[i], None if std is None else std[i], g) for i, g in enumerate(gens)])
+    x0 = torch.stack([posterior_sample(mean[i], None if std is None else std[i], g) for i, g in enumerate(gens)])
     lineages, noise, t = [], [], []
     for i, g in zip(idx, gens):
         u = float(torch.rand((), generator=g))
@@ -132,7 +132,7 @@ def micro_batch(source: LatentSource, draws: Draws, plan: BatchPlan, step: int, 
             "index": torch.from_numpy(idx), "step": step, "first": positions.start}
 
 
-def _posterior_sample(mean: torch.Tensor, std: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
+def posterior_sample(mean: torch.Tensor, std: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
     """fp32 ``[C, h, w]`` from one image's ``[K, C, h, w]`` views: a view (K > 1), then a posterior sample."""
     view = int(torch.randint(0, mean.shape[0], (), generator=gen)) if mean.shape[0] > 1 else 0
     x = mean[view].float()

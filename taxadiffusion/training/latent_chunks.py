@@ -9,11 +9,11 @@
 - ``latents.json`` (written last; also the tiny preset's only file): ``{"preset", "cached": N, "format",
   "shape": [C, h, w], "views": K, "chunk_size", "chunks": [{"file", "count"}], "taxa": [lineage, ...]}``.
 
-Training reads through a :class:`LatentSource`: ``len(source)``, ``source.lineages[i]`` and
-``source.batch(idx, gen)``, which returns the fp32 latents of the batch's images. With a posterior, each call
-draws a fresh sample ``mean + std * eps`` (and, with K > 1, a view) from ``gen``, the step's own generator, as
-the official code samples ``latent_dist.sample()`` every step (docs/method.md §1.1), so the draw is a pure
-function of (seed, rank, step) and a resumed run draws what an uninterrupted one would have.
+Training reads through a :class:`LatentSource`: ``len(source)``, ``source.lineages[i]`` and ``source.rows(idx)``,
+the stored posterior rows of those images. Each sample then draws a fresh posterior sample ``mean + std * eps`` (and,
+with K > 1, a view) from its own generator (:mod:`taxadiffusion.training.batches`), as the official code samples
+``latent_dist.sample()`` every step (docs/method.md §1.1): a pure function of (seed, step, position), so a resumed
+run, or one under another number of processes, draws what an uninterrupted one would have.
 :class:`LatentShards` maps a global index to (chunk, offset) and reads only the rows a batch needs from a
 few open chunks (safetensors slices, least recently used closed first): memory does not grow with N.
 """
@@ -41,18 +41,6 @@ OPEN_CHUNKS = 8  # chunk files kept open by a reader (a batch's rows touch at mo
 _REBUILD = "re-run `dvc repro -f base`"
 
 
-def draw(mean: torch.Tensor, std: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
-    """fp32 latents ``[B, C, h, w]`` from rows ``[B, K, C, h, w]``: a view per image (K > 1), then a sample of
-    its posterior (``std`` given). Draws from ``gen`` in that order and nothing when there is nothing to draw."""
-    rows = torch.arange(mean.shape[0])
-    view = torch.randint(0, mean.shape[1], (mean.shape[0],), generator=gen) if mean.shape[1] > 1 else 0
-    mean = mean[rows, view].float()
-    if std is None:
-        return mean
-    eps = torch.randn(mean.shape, generator=gen)
-    return mean + std[rows, view].float() * eps
-
-
 class LatentSource:
     """What training reads: ``len``, ``lineages[i]`` and ``batch(idx, gen)`` (module docstring)."""
 
@@ -62,11 +50,8 @@ class LatentSource:
         return len(self.lineages)
 
     def rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mean, std)`` rows ``[B, K, C, h, w]`` of images ``idx`` (``std`` None: a deterministic encoder)."""
         raise NotImplementedError
-
-    def batch(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        mean, std = self.rows(np.asarray(idx))
-        return draw(mean, std, gen)
 
 
 class LatentTable(LatentSource):
