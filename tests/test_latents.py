@@ -165,6 +165,7 @@ prepare_base(section("model", {"preset": "sd15", "pretrained": pretrained}), out
 """
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_chunks_of_one(mini, tmp_path, monkeypatch):
     """torchrun, 2 gloo ranks on the CPU: each encodes every other chunk into rank 0's folder, rank 0 indexes
     them; the files are byte for byte those of one process (chunks of 4, batches of 3: 3 chunks, ragged)."""

@@ -26,6 +26,7 @@ from taxadiffusion.config import ModelConfig, SamplingConfig
 from taxadiffusion.core.device import resolve_device
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.lineage import lineage_key
+from taxadiffusion.models.base import move
 from taxadiffusion.models.conditioner import level_text, lineage_texts
 from taxadiffusion.models.level import LevelConfig
 from taxadiffusion.models.lora import LORA_FILE
@@ -36,16 +37,31 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # config.DTYPE_NAMES
 # Rows per UNet call (one image = 2 rows while guided). Fixed per device type, never derived from
-# batch_size: it is what makes pixels independent of the batch (module docstring). CPU: 64 rows (the
-# default batch of 64 guided images is 2 full chunks); measured on 2 idle cores, the tiny UNet costs
-# ~3.6 / 3.2 / 3.0 ms per row at 16 / 32 / 64 rows per call and the stage ran 13% faster at 64 than 16
-# (benchmarks/README.md). GPU: 32 rows of SD1.5 64x64 latents nearly fill an H100.
+# batch_size: it is what makes pixels independent of the batch (module docstring), and part of generate's
+# settings.json (a new value redraws every image). CPU: 64 rows (the default batch of 64 guided images is 2 full
+# chunks); measured on 2 idle cores, the tiny UNet costs ~3.6 / 3.2 / 3.0 ms per row at 16 / 32 / 64 rows per
+# call and the stage ran 13% faster at 64 than 16 (benchmarks/README.md); re-measured 2026-12-06 as CPU time on
+# one thread (the machine shared): 4.5 / 4.1 / 4.2 / 4.3 / 5.5 ms per row at 16 / 32 / 64 / 128 / 256 rows, a
+# plateau from 32 to 128. GPU: 32 rows. An SD1.5 row (64x64 latents) is 0.80 TFLOP (torch flop_counter), so a
+# call is ~26 TFLOP, ~50 ms on an H100 at half its bf16 peak: far longer than launching the UNet's ~1000 kernels
+# (~5 ms), and its first GEMMs have 32 x 4096 token rows, well past where tensor cores saturate; more rows
+# gain nothing. Memory: ~50 MB of live activations per row in bf16 with SDPA attention (the 12 skip tensors,
+# the 64x64 blocks' 320-1280 channel tensors), ~2 GB per call, beside ~1.7 GB of weights.
 UNET_ROWS = {"cpu": 64, "cuda": 32}
-DECODE_ROWS = 4
+# Images per VAE decode call. CPU: 4 (part of the embedded default's settings.json). GPU: 16. A 512 px decode is
+# 2.5 TFLOP an image (its last blocks run 128-256 channel 3x3 convolutions at 512x512), so 16 images are ~40 TFLOP,
+# ~0.1 s on an H100, and at ~1 GB of live activations an image in half precision (64-128 MiB tensors at 512x512)
+# ~16 GB, beside the UNet; 4 calls instead of 16 for a batch of 64 images.
+DECODE_ROWS = 4  # the CPU's value, also what figures use
+DECODE_ROWS_BY_DEVICE = {"cpu": DECODE_ROWS, "cuda": 16}
 
 
 def unet_rows(device: torch.device) -> int:
     return UNET_ROWS.get(device.type, 32)
+
+
+def decode_rows(device: torch.device) -> int:
+    return DECODE_ROWS_BY_DEVICE.get(device.type, DECODE_ROWS_BY_DEVICE["cuda"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,6 +163,7 @@ class TaxaSampler:
         unet = model.base.unet
         self.device = model.device
         self.unet = FixedRowsUNet(unet, rows or unet_rows(self.device))
+        self.decode_rows = decode_rows(self.device)
         self.latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
         self._contexts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -198,7 +215,7 @@ class TaxaSampler:
         latents = sample(self.unet, scheduler, cond, neg, list(seeds), self.latent_shape, s.steps, s.scale,
                          s.guidance_range, dtype=self.dtype, on_step=on_step)
         self.check_finite("latents", latents, lineages)
-        images = fixed_rows(self.model.base.decode_latents, DECODE_ROWS, latents)
+        images = fixed_rows(self.model.base.decode_latents, self.decode_rows, latents)
         self.check_finite("decoded images", images, lineages)
         return to_uint8(images)
 
@@ -230,5 +247,7 @@ def load_sampler(model_dir: str | Path, model_cfg: ModelConfig, sampling: Sampli
     dtype = compute_dtype(sampling, device)
     check_level_files(model_dir, LevelConfig.load(model_dir))
     model = load_taxa_model(model_dir, model_cfg, device=device, dtype=dtype)
+    # the VAE decodes in the compute dtype too, as diffusers pipelines do (fp32 on the CPU: nothing changes there)
+    move(model.base.vae, device, dtype)
     prepare_unet_for_sampling(model.base.unet)
     return TaxaSampler(model, sampling, cut_off, dtype, scale_param=scale_param)
