@@ -28,7 +28,14 @@ from taxadiffusion.core.errors import UserError
 from taxadiffusion.core.lineage import NONE, image_seed
 from taxadiffusion.models.level import check_level_dir
 from taxadiffusion.sampling.draw import main, parse_lineage
-from taxadiffusion.sampling.generate import LOCK_FILE, SETTINGS_FILE, generate, output_lock
+from taxadiffusion.sampling.generate import (
+    LOCK_FILE,
+    SETTINGS_FILE,
+    PngWriter,
+    generate,
+    output_lock,
+    png_is_complete,
+)
 from taxadiffusion.sampling.plan import PlanRule, make_plan, plan_images, taxon_dirs
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -286,6 +293,29 @@ def test_one_writer_per_output_folder(world, tmp_path):
     with output_lock(out):  # the kernel released the dead holder's lock; ours replaces its pid
         assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())
     assert not (out / LOCK_FILE).exists()
+
+
+def test_png_writer_bounds_what_is_in_flight_and_raises_write_errors(tmp_path):
+    """The PNGs are written by threads off the sampling loop, at most ``limit`` at a time (memory stays flat); a
+    write that fails raises in the sampling thread, and the writes before it are complete images."""
+    px = torch.arange(48, dtype=torch.uint8).reshape(4, 4, 3)
+    writer = PngWriter(threads=2, limit=3)
+    for i in range(10):
+        writer.submit(tmp_path / "ok" / f"{i:04d}.png", px)
+        assert len(writer.pending) <= 3
+    writer.close()
+    assert writer.written == 10 and all(png_is_complete(tmp_path / "ok" / f"{i:04d}.png") for i in range(10))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "ok" / "0009.png")), px.numpy())
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    writer = PngWriter(threads=1, limit=1)
+    with pytest.raises(OSError):
+        try:
+            for i in range(3):
+                writer.submit(blocked / f"{i:04d}.png", px)  # its folder is a file
+        finally:
+            writer.close()
+    assert not list(tmp_path.glob("**/.tmp-*"))
 
 
 # ------------------------------------------------------------------------------------------ the stage
