@@ -142,7 +142,7 @@ def build_run(accelerator: Accelerator, cfg: TrainConfig, spec: TrainSpec, confi
                             weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     model, opt = accelerator.prepare(raw, opt)
     if compute.compile:
-        raw.unet = torch.compile(raw.unet)  # inside the DDP wrapper: DDP's hooks stay on the parameters
+        raw.unet.compile()  # in place: the module, its parameter names and what write_level saves stay the same
     latents = latent_source(base, paths.shards, paths.latents if config.model.preset == "sd15" else None)
     scheduler = noise_scheduler(base, cfg.noise_schedule)
     plan = BatchPlan.of(cfg.batch_size, accelerator.num_processes, compute.micro_batch)
