@@ -3,7 +3,7 @@
 sd15 with ``model.cache_latents``: :func:`write_latents` streams the train shards through the VAE in batches of
 :func:`encode_batch` images (8 on the CPU, 64 on a GPU) and writes the scaled posterior (mean and std, fp16) of every
 image into the latent chunks of :mod:`taxadiffusion.training.latent_chunks`, in O(batch + chunk) memory with a
-progress bar. The PNGs are decoded in DataLoader worker processes (one per available core), and on a GPU the VAE
+progress bar. The PNGs are decoded in DataLoader worker processes (on a GPU one per available core), on a GPU the VAE
 encodes in bf16 (:func:`encode_dtype`, docs/deviations.md). Under several processes (``torchrun`` /
 ``accelerate launch``) rank r encodes every world_size-th chunk and rank 0 writes the index after a barrier:
 batches never straddle chunks, so the chunks are those of one process. Training draws a fresh
@@ -78,8 +78,12 @@ def _batches(shards: str | Path, size: int) -> Iterator[tuple[np.ndarray, list[d
 
 
 def _loader(images: ShardImages, batches: list[list[int]], device: torch.device, ranks_here: int) -> DataLoader:
-    """The batches' images, decoded in worker processes (the cores shared by this machine's ranks), in order."""
-    workers = min(len(batches), max(1, available_cores() // max(1, ranks_here)))
+    """The batches' images, decoded in worker processes, in order. GPU: one per core (the cores shared by this
+    machine's ranks), to keep up with a 64-image bf16 batch. CPU: one, overlapping the encode, which has the other
+    cores (a 512 px PNG decodes in ~5 ms, the SD1.5 VAE encodes it in ~1 s there; more processes would take cores
+    from the encode's threads)."""
+    workers = max(1, available_cores() // max(1, ranks_here)) if device.type == "cuda" else 1
+    workers = min(len(batches), workers)
     return DataLoader(images, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda")
 
 
