@@ -11,13 +11,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from helpers.models import make_level_dir, tiny_model_config
+from helpers.models import lineage, make_level_dir, tiny_model_config
 
+from taxadiffusion.config import SamplingConfig
 from taxadiffusion.core.errors import UserError
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.taxa import load_taxa_model
 from taxadiffusion.sampling.denoise import guided_step_output, initial_noise, make_scheduler, sample
-from taxadiffusion.sampling.level_sampler import FixedRowsUNet, fixed_rows, prepare_unet_for_sampling
+from taxadiffusion.sampling.level_sampler import FixedRowsUNet, fixed_rows, load_sampler, prepare_unet_for_sampling
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(1)
@@ -103,6 +104,21 @@ def test_every_sampler_of_the_vocabulary_has_a_scheduler_and_only_those():
     generate = yaml.safe_load((REPO / "params.yaml").read_text())["generate"]
     with pytest.raises(UserError, match="generate.sampler='euler': expected one of pndm, ddpm, ddim, dpmsolver"):
         section_from_dict("generate", {**generate, "sampler": "euler"})
+
+
+def test_unipc_draws_a_trained_level_with_taxaguide(tmp_path):
+    """`generate.sampler: unipc` (diffusers' UniPCMultistepScheduler) on a trained level: finite images, one guided
+    fixed-shape UNet call per step, and an image's pixels depend on its seed, not on its batch."""
+    sampling = SamplingConfig(sampler="unipc", steps=4, scale=2.0, guidance="taxaguide", guidance_range=(0.0, 1.0),
+                              dtype="fp32")
+    sampler = load_sampler(make_level_dir(tmp_path / "species"), tiny_model_config(), sampling, cut_off=4,
+                           device="cpu")
+    lin = lineage("Aves", "Passeriformes", "Corvidae", "Corvus", "corax")
+    images = sampler.draw([lin, lin], [1, 2])
+    assert images.shape[0] == 2 and images.dtype == torch.uint8
+    assert sampler.unet.calls == 4  # 4 steps x one call of 4 rows (2 images x TaxaGuide's 2 branches)
+    assert not torch.equal(images[0], images[1])
+    assert torch.equal(sampler.draw([lin], [2])[0], images[1])
 
 
 def test_fixed_rows_calls_have_one_shape_and_keep_order():

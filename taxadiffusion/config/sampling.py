@@ -18,7 +18,7 @@ from taxadiffusion.config.vocab import DTYPE_NAMES, GUIDANCES, SAMPLERS
 class GenerateConfig:
     """Mass generation: the Table S2 plan and how it is drawn (the sampler's own settings: ``SamplingConfig``)."""
 
-    sampler: str  # pndm | ddpm | ddim | dpmsolver++
+    sampler: str  # pndm | ddpm | ddim | dpmsolver++ | unipc
     batch_size: int  # images per sampler call (pixels do not depend on it)
     dtype: str  # fp32 | bf16 | fp16 (GPUs; CPUs sample in fp32)
     guidance: str  # taxaguide | cfg

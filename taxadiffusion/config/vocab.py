@@ -22,7 +22,7 @@ SPECIES_TEXTS = ("as_written", "epithet")  # the species level's condition text 
 METHOD_NAMES = ("taxadiffusion", "sd", "lora", "full", "joint", "random_level", "cfg")
 BASELINE_BUDGETS = ("equal", "paper")
 # sampling and evaluation
-SAMPLERS = ("pndm", "ddpm", "ddim", "dpmsolver++")
+SAMPLERS = ("pndm", "ddpm", "ddim", "dpmsolver++", "unipc")
 GUIDANCES = ("taxaguide", "cfg")
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 BACKBONES = ("probe", "inception", "vgg", "alex", "lpips", "bioclip")

@@ -16,13 +16,20 @@ import inspect
 from typing import Callable, Sequence
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    PNDMScheduler,
+    UniPCMultistepScheduler,
+)
 
 SCHEDULERS = {  # one per ``generate.sampler`` (config.SAMPLERS, validated when params.yaml is read)
     "pndm": lambda config: PNDMScheduler.from_config({**config, "skip_prk_steps": True}),
     "ddpm": DDPMScheduler.from_config,
     "ddim": DDIMScheduler.from_config,
     "dpmsolver++": lambda config: DPMSolverMultistepScheduler.from_config({**config, "algorithm_type": "dpmsolver++"}),
+    "unipc": UniPCMultistepScheduler.from_config,  # UniPC-bh2, order 2 (diffusers' defaults); deterministic
 }
 
 
