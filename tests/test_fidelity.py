@@ -20,7 +20,7 @@ from taxadiffusion.core.errors import UserError
 from taxadiffusion.data import prepare as P
 from taxadiffusion.models.base import load_base
 from taxadiffusion.models.conditioner import ModelLevels, lineage_texts
-from taxadiffusion.training.run import drop_levels
+from taxadiffusion.training.batches import drop_level
 from taxadiffusion.training.specs import progressive_spec
 from taxadiffusion.training.train import _condition_inputs
 
@@ -52,8 +52,8 @@ def _trained_texts(data: dict, out: Path) -> list[list[str]]:
     spec = progressive_spec(cfg, params.level_names, params.level_names[-1])
     run = SimpleNamespace(spec=spec, levels=params.level_names, lineages=lineages, cfg=cfg,
                           cache=SimpleNamespace(lineages=lambda texts: texts))
-    texts, _ = _condition_inputs(run, list(range(len(lineages))), torch.Generator().manual_seed(0))
-    return texts
+    batch = {"lineages": lineages, "index": list(range(len(lineages)))}  # a micro-batch, dropout off
+    return _condition_inputs(run, batch, spec.cut_off)
 
 
 def test_fishnet_conditions_the_species_level_on_the_binomial_as_written(tmp_path):
@@ -146,6 +146,11 @@ def test_texts_need_the_species_text_unless_the_levels_carry_it():
 def test_dropout_at_one_over_levels_drops_exactly_one_level_each_equally_often():
     n = 21_000
     lineages = [dict(zip(LEVELS, "ABCDE"))] * n
+
+    def drop_levels(lineages, levels, p, gen):  # one uniform per sample, as training/batches.micro_batch draws it
+        draws = torch.rand(len(lineages), generator=gen)
+        return [drop_level(lin, levels, p, float(u)) for lin, u in zip(lineages, draws)]
+
     dropped = drop_levels(lineages, LEVELS, 1 / len(LEVELS), torch.Generator().manual_seed(0))
     nulled = [[lv for lv in LEVELS if lin[lv] is None] for lin in dropped]
     assert all(len(x) == 1 for x in nulled), "p = 1/L: every sample loses exactly one level"

@@ -124,8 +124,9 @@ def test_accelerate_launch_refuses_a_key_given_twice(tmp_path):
 def test_stage_keys_are_the_dvc_yaml_params_of_the_stage_that_runs_the_script():
     dvc_yaml = REPO / "dvc.yaml"
     names, keys = stage_keys(dvc_yaml, "train.py")  # a foreach stage: its `do` template
-    assert names == ["train"] and {"seed", "model", "train.steps", "levels", "preview"} <= set(keys)
+    assert names == ["train"] and {"seed", "model", "train.steps", "levels"} <= set(keys)
     assert "train.baseline_budget" not in keys and "probe" not in keys
+    assert not {"preview", "compute"} & set(keys)  # diagnostics and how it runs: in no hash (docs/scale-out.md)
     assert stage_keys(dvc_yaml, "other.py", dvc_stage="train@class") == (names, keys)  # DVC names the stage
     assert stage_keys(dvc_yaml, "probe.py") == (["probe"], ["seed", "probe", "levels"])
 
