@@ -27,6 +27,8 @@ from helpers.params import tiny_params, write_params
 from helpers.tolerance import LAUNCH_TOLERANCE
 from safetensors.torch import load_file
 
+from taxadiffusion.config import read_params_dict
+
 pytestmark = pytest.mark.slow  # the whole DAG under `dvc repro`, then an experiment: minutes
 
 WEIGHTS = ("condition.safetensors", "pytorch_lora_weights.safetensors")  # what a level 0 run trains
@@ -108,7 +110,7 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
 
     # 3. the top-level seed drives the experiment: with seed 1, DVC sees training, generation and the probe
     # change and no data stage (`dvc status`, nothing run: that the seed reaches every image is test_generate's)
-    reseeded = yaml.safe_load((repo / "params.yaml").read_text())
+    reseeded = read_params_dict(repo / "params.yaml")  # YAML 1.2, as DVC reads it (PyYAML: `no` -> False)
     write_params(repo, {**reseeded, "seed": 1})
     stale = set(_changed(repo))
     # (`dvc status` names the stages whose own params changed; evaluate, report... follow from their outputs)
@@ -128,7 +130,7 @@ def test_dvc_repro_then_guidance_experiment(tmp_path):
     # themselves under a plain `dvc repro` and train the model one process trained (helpers/tolerance.py)
     level0 = next(iter(tiny_params()["levels"]))
     one = {name: load_file(repo / "models" / level0 / name) for name in WEIGHTS}
-    current = yaml.safe_load((repo / "params.yaml").read_text())
+    current = read_params_dict(repo / "params.yaml")  # YAML 1.2 as DVC wrote it (`mixed_precision: no` is a string)
     for key, value in [("preview.every", 1), ("compute.log_every", 1), ("compute.checkpoint_every", 0),
                        ("compute.num_workers", 1), ("compute.gradient_checkpointing", True), ("compute.compile", False),
                        ("compute.micro_batch", 1), ("compute.processes", 2)]:
